@@ -1,0 +1,209 @@
+"""PPO and A2C: on-policy actor-critic learners with A actors per learner.
+
+The paper's source for the Dark tasks is A3C with 100 actors; A2C is its
+synchronous form, and here it is the same code as PPO with one epoch over one
+minibatch (the clipped objective then equals the policy gradient, since the
+probability ratio is exactly 1). Every update collects `rollout_len` steps
+from each of the learner's A actors, which share its parameters; each actor's
+steps form one stream of the history.
+
+Letters: U updates, R rollout steps, A actors, O observation shape.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from algdist.agents import base, networks
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  num_actors: int = 16  # actors (= history streams) sharing one learner
+  rollout_len: int = 20  # env steps per actor between updates
+  num_updates: int = 100  # updates per learning run
+  hidden: tuple[int, ...] = (64, 64)  # MLP widths of the shared torso
+  learning_rate: float = 5e-3  # Adam step size
+  adam_eps: float = 1e-6  # Adam epsilon (the paper's A3C setting)
+  max_grad_norm: float = 0.5  # global gradient-norm clip
+  discount: float = 0.99  # gamma
+  gae_lambda: float = 0.95  # lambda of generalised advantage estimation
+  entropy_coef: float = 0.01  # weight of the entropy bonus
+  value_coef: float = 0.5  # weight of the value loss
+  clip_eps: float = 0.2  # PPO ratio clip; irrelevant for one epoch
+  num_epochs: int = 4  # passes over each rollout
+  num_minibatches: int = 4  # minibatches per pass
+  # Off by default: with no reward seen yet, normalising blows noise up to
+  # unit scale and the policy collapses before it finds the goal.
+  normalize_advantages: bool = False  # per minibatch, to unit scale
+
+  @property
+  def steps_per_stream(self) -> int:
+    return self.num_updates * self.rollout_len
+
+
+CONFIGS = {
+  'ppo': Config(),
+  'a2c': Config(
+    num_epochs=1, num_minibatches=1, learning_rate=1e-3, num_updates=300
+  ),
+}
+
+
+class ActorCritic(nn.Module):
+  """An MLP torso with a policy head and a value head."""
+
+  num_actions: int
+  hidden: tuple[int, ...]
+
+  @nn.compact
+  def __call__(self, x_BxI):
+    for width in self.hidden:
+      x_BxI = nn.tanh(nn.Dense(width)(x_BxI))
+    logits_BxA = nn.Dense(
+      self.num_actions, kernel_init=nn.initializers.orthogonal(0.01)
+    )(x_BxI)
+    value_B = nn.Dense(1, kernel_init=nn.initializers.orthogonal(1.0))(x_BxI)
+    return logits_BxA, value_B[..., 0]
+
+
+@struct.dataclass
+class LearnerState:
+  params: dict
+  opt_state: optax.OptState
+
+
+def gae(reward_RxA, value_RxA, done_RxA, last_value_A, discount, lam):
+  """Generalised advantages and value targets, computed backwards in time."""
+
+  def _backward_step(next_adv_value, step):
+    next_adv, next_value = next_adv_value
+    reward, value, done = step
+    nonterminal = 1.0 - done.astype(jnp.float32)
+    delta = reward + discount * next_value * nonterminal - value
+    adv = delta + discount * lam * nonterminal * next_adv
+    return (adv, value), adv
+
+  _, adv_RxA = jax.lax.scan(
+    _backward_step,
+    (jnp.zeros_like(last_value_A), last_value_A),
+    (reward_RxA, value_RxA, done_RxA),
+    reverse=True,
+  )
+  return adv_RxA, adv_RxA + value_RxA
+
+
+def make_train(config: Config, env):
+  """`train(key, task_params) -> (LearnerState, History [A, U*R])`."""
+  batch = config.num_actors * config.rollout_len
+  if batch % config.num_minibatches:
+    raise ValueError(
+      f'num_actors * rollout_len = {batch} must divide into '
+      f'num_minibatches={config.num_minibatches}.'
+    )
+  tx = optax.chain(
+    optax.clip_by_global_norm(config.max_grad_norm),
+    optax.adam(config.learning_rate, eps=config.adam_eps),
+  )
+
+  def train(key, task):
+    encode = networks.obs_encoder(env, task)
+    net = ActorCritic(env.action_space(task).n, config.hidden)
+    key_init, key_reset, key_run = jax.random.split(key, 3)
+    actors = base.reset_actors(env, task, key_reset, config.num_actors)
+    params = net.init(key_init, encode(actors.obs))
+    policy = lambda p, obs: net.apply(p, encode(obs))
+
+    def loss_fn(params, mb):
+      logits, value = policy(params, mb['obs'])
+      logp_all = jax.nn.log_softmax(logits)
+      logp = jnp.take_along_axis(logp_all, mb['action'][:, None], -1)[:, 0]
+      ratio = jnp.exp(logp - mb['logp'])
+      adv = mb['adv']
+      if config.normalize_advantages:
+        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+      clipped = jnp.clip(ratio, 1 - config.clip_eps, 1 + config.clip_eps)
+      policy_loss = -jnp.minimum(ratio * adv, clipped * adv).mean()
+      value_loss = 0.5 * jnp.square(value - mb['target']).mean()
+      entropy = -(jnp.exp(logp_all) * logp_all).sum(-1).mean()
+      return (
+        policy_loss
+        + config.value_coef * value_loss
+        - config.entropy_coef * entropy
+      )
+
+    def _minibatch_step(state, mb):
+      grads = jax.grad(loss_fn)(state.params, mb)
+      updates, opt_state = tx.update(grads, state.opt_state, state.params)
+      params = optax.apply_updates(state.params, updates)
+      return LearnerState(params, opt_state), None
+
+    def _epoch_step(state_data, key):
+      state, data = state_data
+      order = jax.random.permutation(key, batch)
+      shuffled = jax.tree.map(
+        lambda x: x[order].reshape((config.num_minibatches, -1) + x.shape[1:]),
+        data,
+      )
+      state, _ = jax.lax.scan(_minibatch_step, state, shuffled)
+      return (state, data), None
+
+    def _env_step(actors, key_and_params):
+      key, params = key_and_params
+      key_act, key_env = jax.random.split(key)
+      logits, value = policy(params, actors.obs)
+      action = jax.random.categorical(key_act, logits)
+      logp = jax.nn.log_softmax(logits)[jnp.arange(action.shape[0]), action]
+      actors, step = base.step_actors(env, task, key_env, actors, action)
+      return actors, (step, logp, value)
+
+    def _update_step(carry, key):
+      state, actors = carry
+      key_roll, key_epochs = jax.random.split(key)
+      keys = jax.random.split(key_roll, config.rollout_len)
+      actors, (steps, logp, value) = jax.lax.scan(
+        lambda a, k: _env_step(a, (k, state.params)), actors, keys
+      )
+      _, last_value = policy(state.params, actors.obs)
+      adv, target = gae(
+        steps.reward,
+        value,
+        steps.done,
+        last_value,
+        config.discount,
+        config.gae_lambda,
+      )
+      flat = lambda x: x.reshape((batch,) + x.shape[2:])
+      data = dict(
+        obs=flat(steps.obs),
+        action=flat(steps.action),
+        logp=flat(logp),
+        adv=flat(adv),
+        target=flat(target),
+      )
+      (state, _), _ = jax.lax.scan(
+        _epoch_step,
+        (state, data),
+        jax.random.split(key_epochs, config.num_epochs),
+      )
+      return (state, actors), steps.history()
+
+    state = LearnerState(params, tx.init(params))
+    (state, _), history_UxRxA = jax.lax.scan(
+      _update_step,
+      (state, actors),
+      jax.random.split(key_run, config.num_updates),
+    )
+    # [U, R, A, ...] -> [A, U * R, ...]: one stream per actor, in time order.
+    history = jax.tree.map(
+      lambda x: x.reshape((-1,) + x.shape[2:]), history_UxRxA
+    )
+    return state, base.stream_major(history)
+
+  return train

@@ -1,0 +1,100 @@
+"""What every source algorithm shares: the history record and acting in envs.
+
+A source algorithm is a factory `make_train(config, env) -> train` with
+`train(key, task_params) -> (final_state, history)`: one learner's whole
+learning run on one task, a `lax.scan`, so that
+`jax.jit(jax.vmap(jax.vmap(train)))` runs tasks x learners in one call.
+A learner has A actors (A3C-style) that share its parameters; each actor's
+steps, in order, form one stream of the `History` it returns.
+
+Letters: A actors, T steps per stream, O observation shape.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+
+@struct.dataclass
+class History:
+  """What a learner did while learning; leaves are [..., A, T, ...]."""
+
+  obs: jax.Array  # [..., T, *O] the observation the action was taken on
+  action: jax.Array  # [..., T] int32
+  reward: jax.Array  # [..., T] float32, paid for that action
+  episode_start: jax.Array  # [..., T] bool: obs is an episode's first
+
+
+@struct.dataclass
+class Actors:
+  """A environments stepped together, each with its own task copy."""
+
+  env_state: object  # the env's state pytree, leaves [A, ...]
+  obs: jax.Array  # [A, *O] the observation to act on next
+  episode_start: jax.Array  # [A] bool: `obs` is an episode's first
+
+
+@struct.dataclass
+class Step:
+  """One step of A actors, with what learners need beyond the history."""
+
+  obs: jax.Array  # [A, *O]
+  action: jax.Array  # [A] int32
+  reward: jax.Array  # [A] float32
+  episode_start: jax.Array  # [A] bool
+  done: jax.Array  # [A] bool: the episode ended with this step
+  next_obs: jax.Array  # [A, *O] after auto-reset when done
+
+  def history(self) -> History:
+    return History(
+      obs=self.obs,
+      action=self.action,
+      reward=self.reward,
+      episode_start=self.episode_start,
+    )
+
+
+def reset_actors(env, params, key: jax.Array, num_actors: int) -> Actors:
+  """Starts `num_actors` episodes of the task in `params`."""
+  keys = jax.random.split(key, num_actors)
+  obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(keys, params)
+  return Actors(
+    env_state=env_state,
+    obs=obs,
+    episode_start=jnp.ones((num_actors,), bool),
+  )
+
+
+def step_actors(env, params, key: jax.Array, actors: Actors, action):
+  """Steps every actor once; gymnax auto-resets finished episodes.
+
+  `done` is terminated or truncated: every task here is episodic with a fixed
+  horizon that ends the return, so learners treat both as terminal.
+  """
+  keys = jax.random.split(key, action.shape[0])
+  next_obs, env_state, reward, terminated, truncated, _ = jax.vmap(
+    env.step, in_axes=(0, 0, 0, None)
+  )(keys, actors.env_state, action, params)
+  done = terminated | truncated
+  step = Step(
+    obs=actors.obs,
+    action=action.astype(jnp.int32),
+    reward=reward.astype(jnp.float32),
+    episode_start=actors.episode_start,
+    done=done,
+    next_obs=next_obs,
+  )
+  return Actors(env_state=env_state, obs=next_obs, episode_start=done), step
+
+
+def stream_major(history: History) -> History:
+  """[T, A, ...] as scans stack it -> [A, T, ...], one stream per actor."""
+  return jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), history)
+
+
+def episode_returns(history: History, num_episodes: int) -> jax.Array:
+  """Return of each of the first `num_episodes` episodes of one stream [T]."""
+  episode = jnp.cumsum(history.episode_start) - 1
+  return jax.ops.segment_sum(history.reward, episode, num_episodes)

@@ -1,0 +1,128 @@
+"""Performance figures: `python -m algdist.bench [--filter SUBSTRING]`.
+
+Prints one JSON object per line (contract in DESIGN.md):
+`{"name": "<what>/<variant>", "value": float, "unit": str, "backend": str,
+"devices": int, ...}`. Every benchmark compiles first, then reports the
+median of a few timed runs, so compilation never counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+from algdist import envs
+
+
+def time_call(fn: Callable[[], object], repeats: int = 3) -> float:
+  """Median wall seconds of `fn()` after one untimed (compiling) call."""
+  jax.block_until_ready(fn())
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def make_random_env_run(env, params, batch: int, num_steps: int):
+  """A jitted `run(key)`: `batch` envs under a uniform random policy."""
+  num_actions = env.action_space(params).n
+
+  def run(key):
+    key_reset, key_scan = jax.random.split(key)
+    obs, state = jax.vmap(env.reset, in_axes=(0, None))(
+      jax.random.split(key_reset, batch), params
+    )
+
+    def _env_step(carry, key_t):
+      _, state, total = carry
+      key_act, key_env = jax.random.split(key_t)
+      action = jax.random.randint(key_act, (batch,), 0, num_actions)
+      obs, state, reward, _, _, _ = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
+        jax.random.split(key_env, batch), state, action, params
+      )
+      # Observation and reward ride in the carry, so that every step must
+      # produce them (XLA would drop work whose result is unused).
+      return (obs, state, total + reward.sum()), None
+
+    carry = (obs, state, jnp.float32(0))
+    carry, _ = jax.lax.scan(
+      _env_step, carry, jax.random.split(key_scan, num_steps)
+    )
+    return carry
+
+  return jax.jit(run)
+
+
+# Steps per timed run, per env: long enough to dwarf dispatch, short enough to
+# keep each benchmark well under a minute on a 2-core CPU.
+ENV_BENCH_STEPS = {
+  'adversarial_bandit': 500,
+  'dark_room': 500,
+  'dark_room_hard': 500,
+  'dark_key_to_door': 500,
+  'watermaze': 10,
+}
+
+
+def bench_env_steps(name: str, batch: int = 4096) -> dict:
+  """env_steps_per_s/<env>: random policy, `batch` envs, one jitted scan."""
+  num_steps = ENV_BENCH_STEPS[name]
+  env, params = envs.make(name)
+  run = make_random_env_run(env, params, batch, num_steps)
+  seconds = time_call(lambda: run(jax.random.key(0)))
+  return dict(
+    value=batch * num_steps / seconds,
+    unit='steps/s',
+    batch=batch,
+    steps=num_steps,
+  )
+
+
+def benchmarks() -> dict[str, Callable[[], dict]]:
+  """Every benchmark by name; each returns its row without name/backend."""
+  table = {}
+  for env_name in ENV_BENCH_STEPS:
+    table[f'env_steps_per_s/{env_name}'] = functools.partial(
+      bench_env_steps, env_name
+    )
+  return table
+
+
+def main(argv: list[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument(
+    '--filter', default='', help='run the benchmarks whose name has this'
+  )
+  args = parser.parse_args(argv)
+  table = benchmarks()
+  selected = [name for name in table if args.filter in name]
+  if not selected:
+    sys.exit(
+      f"No benchmark matches --filter '{args.filter}'. Known: "
+      f'{", ".join(table)}.'
+    )
+  for name in selected:
+    row = table[name]()
+    row = dict(
+      name=name,
+      value=round(row.pop('value'), 2),
+      unit=row.pop('unit'),
+      backend=jax.default_backend(),
+      devices=jax.device_count(),
+      **row,
+    )
+    print(json.dumps(row), flush=True)
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,430 @@
+"""Learning-history datasets: generate, store, verify and load.
+
+A dataset is N tasks x S streams of T steps: each stream is one actor's
+experience, in order, while its learner learns from scratch. Generation runs
+many learners per jitted call (`jit(vmap(vmap(train)))` over tasks x learners)
+and writes each call's output as one shard as soon as it finishes, so an
+interrupted run keeps its finished shards and redoes only the rest.
+
+On disk (`WORKDIR/histories/`):
+  manifest.json            see `write_manifest`; `complete` turns true last
+  shard_00000/obs.npy      [H, T, *O] in the env's dtype (pixels stay uint8)
+              action.npy   [H, T] int32
+              reward.npy   [H, T] float32
+              episode_start.npy [H, T] bool
+              length.npy   [H] int32 valid steps (T unless subsampled)
+              task_index.npy [H] int32 row of the manifest's task table
+Plain .npy files (no pickle): they memory-map, so a random window is read
+without touching the rest of the file (see BENCHMARKS.md for the figures).
+Every file's sha256 is in the manifest and is checked on load.
+
+Letters: H histories in a shard, T steps, O observation shape.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from algdist import agents, envs
+from algdist.agents import base
+
+SCHEMA_VERSION = 1
+FIELDS = ('obs', 'action', 'reward', 'episode_start', 'length', 'task_index')
+
+
+class DatasetError(RuntimeError):
+  """A dataset on disk that cannot be used as it is."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+  """Everything that determines a dataset; equal specs give equal bytes."""
+
+  env: str  # task family name for algdist.envs.make
+  env_overrides: dict  # EnvParams fields to override
+  split: str  # 'train' or 'test' tasks
+  algorithm: str  # source algorithm name for algdist.agents.get
+  algorithm_config: dict  # overrides of that algorithm's default config
+  num_tasks: int  # distinct tasks, drawn from the split
+  learners_per_task: int  # independent learners on each task
+  learners_per_shard: int  # learners per jitted call and per shard file
+  subsample_every: int  # keep every k-th episode (1 keeps all)
+  seed: int  # drives tasks, learners and everything random
+
+  def fingerprint(self) -> dict:
+    return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+def subsample_episodes(history: base.History, every: int):
+  """Keeps episodes 0, k, 2k, ... of one stream [T], packed at the front.
+
+  Returns (history, length): steps past `length` are padding (zeros).
+  """
+  episode = jnp.cumsum(history.episode_start) - 1
+  keep = episode % every == 0
+  order = jnp.argsort(~keep, stable=True)
+  length = keep.sum().astype(jnp.int32)
+  valid = jnp.arange(keep.shape[0]) < length
+
+  def pack(x):
+    x = x[order]
+    mask = valid.reshape((-1,) + (1,) * (x.ndim - 1))
+    return jnp.where(mask, x, jnp.zeros_like(x))
+
+  return jax.tree.map(pack, history), length
+
+
+def _make_generate_shard(spec: Spec, env, algorithm_config, make_train):
+  """A jitted `fn(key, tasks[L]) -> History [L*A, T]` for L learners."""
+  train = make_train(algorithm_config, env)
+
+  def learner_streams(key, task):
+    _, history = train(key, task)  # [A, T, ...]
+    if spec.subsample_every > 1:
+      return jax.vmap(lambda h: subsample_episodes(h, spec.subsample_every))(
+        history
+      )
+    steps = history.action.shape[-1]
+    return history, jnp.full(history.action.shape[:1], steps, jnp.int32)
+
+  def generate_shard(key, tasks):
+    num = jax.tree.leaves(tasks)[0].shape[0]
+    keys = jax.random.split(key, num)
+    history, length = jax.vmap(learner_streams)(keys, tasks)  # [L, A, ...]
+    flat = lambda x: x.reshape((-1,) + x.shape[2:])
+    return jax.tree.map(flat, history), flat(length)
+
+  return jax.jit(generate_shard)
+
+
+def _sha256(path: str) -> str:
+  digest = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for block in iter(lambda: f.read(1 << 22), b''):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def _write_json(path: str, obj) -> None:
+  """Writes atomically: a reader sees the old file or the new, never half."""
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(obj, f, indent=1)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+def _write_shard(directory: str, name: str, arrays: dict) -> dict:
+  """Writes one shard's arrays atomically; returns its manifest entry."""
+  final = os.path.join(directory, name)
+  tmp = final + '.tmp'
+  shutil.rmtree(tmp, ignore_errors=True)
+  os.makedirs(tmp)
+  files = {}
+  for field, array in arrays.items():
+    path = os.path.join(tmp, f'{field}.npy')
+    np.save(path, array, allow_pickle=False)
+    with open(path, 'rb+') as f:
+      os.fsync(f.fileno())
+    files[f'{field}.npy'] = {
+      'sha256': _sha256(path),
+      'bytes': os.path.getsize(path),
+    }
+  shutil.rmtree(final, ignore_errors=True)
+  os.replace(tmp, final)
+  return {
+    'name': name,
+    'num_histories': int(arrays['action'].shape[0]),
+    'files': files,
+  }
+
+
+def _task_table(env, params, tasks) -> dict:
+  """Task leaves as JSON lists, one row per task."""
+  fields = [
+    f.name
+    for f in dataclasses.fields(params)
+    if f.metadata.get('pytree_node', True)
+  ]
+  return {f: np.asarray(getattr(tasks, f)).tolist() for f in fields}
+
+
+def generate(spec: Spec, directory: str, progress: bool = True) -> dict:
+  """Generates (or finishes) the dataset of `spec` in `directory`.
+
+  Shards already written for the same spec are kept; a directory holding a
+  dataset of another spec raises DatasetError rather than mixing the two.
+  Returns the manifest.
+  """
+  os.makedirs(directory, exist_ok=True)
+  env, params = envs.make(spec.env, **spec.env_overrides)
+  algorithm_config, make_train = agents.get(
+    spec.algorithm, **spec.algorithm_config
+  )
+  tasks = env.tasks(params, spec.split, num=spec.num_tasks, seed=spec.seed)
+  num_learners = spec.num_tasks * spec.learners_per_task
+  num_shards = -(-num_learners // spec.learners_per_shard)
+  # Learner i works on task i // learners_per_task.
+  learner_task = np.repeat(np.arange(spec.num_tasks), spec.learners_per_task)
+
+  manifest = _resume_manifest(spec, directory)
+  if manifest is None:
+    manifest = {
+      'schema_version': SCHEMA_VERSION,
+      'complete': False,
+      'spec': spec.fingerprint(),
+      'env': spec.env,
+      'algorithm': spec.algorithm,
+      'algorithm_config': dataclasses.asdict(algorithm_config),
+      'num_tasks': spec.num_tasks,
+      'num_shards': num_shards,
+      'tasks': _task_table(env, params, tasks),
+      'shards': [],
+    }
+  done = {s['name'] for s in manifest['shards']}
+  generate_shard = _make_generate_shard(spec, env, algorithm_config, make_train)
+  root = jax.random.key(spec.seed)
+  todo = [i for i in range(num_shards) if f'shard_{i:05d}' not in done]
+  bar = _progress(num_shards, len(done), progress)
+  start = time.perf_counter()
+  steps_done = 0
+  for i in todo:
+    # Pad the last shard to full size, so that every call has one shape.
+    ids = np.arange(
+      i * spec.learners_per_shard, (i + 1) * spec.learners_per_shard
+    )
+    real = ids < num_learners
+    task_ids = learner_task[np.minimum(ids, num_learners - 1)]
+    shard_tasks = jax.tree.map(lambda x, ids=task_ids: x[ids], tasks)
+    history, length = generate_shard(jax.random.fold_in(root, i), shard_tasks)
+    history, length = jax.device_get((history, length))
+    per_learner = length.shape[0] // len(ids)
+    keep = np.repeat(real, per_learner)
+    arrays = {
+      'obs': history.obs[keep],
+      'action': history.action[keep],
+      'reward': history.reward[keep],
+      'episode_start': history.episode_start[keep],
+      'length': length[keep],
+      'task_index': np.repeat(task_ids, per_learner)[keep].astype(np.int32),
+    }
+    entry = _write_shard(directory, f'shard_{i:05d}', arrays)
+    manifest['shards'].append(entry)
+    manifest['shards'].sort(key=lambda s: s['name'])
+    _write_json(os.path.join(directory, 'manifest.json'), manifest)
+    steps_done += int(history.action[keep].size)
+    bar(1, steps_done / (time.perf_counter() - start))
+  bar(0, None, close=True)
+
+  num_histories = sum(s['num_histories'] for s in manifest['shards'])
+  first = np.load(
+    os.path.join(directory, manifest['shards'][0]['name'], 'action.npy'),
+    mmap_mode='r',
+  )
+  manifest.update(
+    complete=True,
+    num_histories=int(num_histories),
+    steps_per_history=int(first.shape[1]),
+    streams_per_task=int(num_histories // spec.num_tasks),
+    seconds=manifest.get('seconds', 0.0) + time.perf_counter() - start,
+  )
+  _write_json(os.path.join(directory, 'manifest.json'), manifest)
+  return manifest
+
+
+def _resume_manifest(spec: Spec, directory: str) -> dict | None:
+  """The manifest to continue from, or None to start afresh."""
+  path = os.path.join(directory, 'manifest.json')
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    manifest = json.load(f)
+  if manifest.get('spec') != spec.fingerprint():
+    raise DatasetError(
+      f'{directory} holds a dataset generated with another configuration '
+      f'(spec {manifest.get("spec")}); use another workdir, or delete '
+      f'{directory} to regenerate it with this one.'
+    )
+  # Keep only shards whose files are all there at their recorded size; a
+  # shard left half-written by a kill is regenerated.
+  kept = []
+  for shard in manifest['shards']:
+    shard_dir = os.path.join(directory, shard['name'])
+    if all(
+      os.path.exists(os.path.join(shard_dir, name))
+      and os.path.getsize(os.path.join(shard_dir, name)) == info['bytes']
+      for name, info in shard['files'].items()
+    ):
+      kept.append(shard)
+    else:
+      logging.warning('Regenerating incomplete shard %s.', shard['name'])
+  manifest['shards'] = kept
+  manifest['complete'] = False
+  return manifest
+
+
+def _progress(total: int, initial: int, enabled: bool) -> Callable:
+  """A tqdm bar over shards with env steps/s, or a no-op."""
+  if not enabled:
+    return lambda *a, **k: None
+  from tqdm import tqdm  # noqa: PLC0415  (only the CLI needs it)
+
+  bar = tqdm(total=total, initial=initial, unit='shard', desc='histories')
+
+  def update(n, steps_per_s, close=False):
+    if close:
+      bar.close()
+      return
+    bar.update(n)
+    if steps_per_s is not None:
+      bar.set_postfix_str(f'{steps_per_s:,.0f} env steps/s')
+
+  return update
+
+
+def load(directory: str, verify: bool = True, mmap: bool = True):
+  """Loads a complete dataset: `(manifest, History, length, task_index)`.
+
+  Arrays are [num_histories, T, ...]; with `mmap` they stay on disk until
+  read. `verify` checks every file's size and sha256 against the manifest and
+  raises DatasetError naming the bad shard and what to do.
+  """
+  path = os.path.join(directory, 'manifest.json')
+  if not os.path.exists(path):
+    raise DatasetError(
+      f'No dataset at {directory} (no manifest.json); run '
+      '`python -m algdist.main --mode generate` first.'
+    )
+  with open(path) as f:
+    manifest = json.load(f)
+  if not manifest.get('complete'):
+    raise DatasetError(
+      f'The dataset at {directory} is incomplete ({len(manifest["shards"])}'
+      f' of {manifest["num_shards"]} shards); run --mode generate again '
+      'to finish it.'
+    )
+  if manifest.get('schema_version') != SCHEMA_VERSION:
+    raise DatasetError(
+      f'{directory} has schema version {manifest.get("schema_version")}, '
+      f'this code reads {SCHEMA_VERSION}; regenerate the dataset.'
+    )
+  parts = {field: [] for field in FIELDS}
+  for shard in manifest['shards']:
+    shard_dir = os.path.join(directory, shard['name'])
+    for name, info in shard['files'].items():
+      file = os.path.join(shard_dir, name)
+      if verify:
+        _verify_file(shard['name'], file, info)
+      array = np.load(file, mmap_mode='r' if mmap else None, allow_pickle=False)
+      parts[name.removesuffix('.npy')].append(array)
+  joined = {
+    k: v[0] if len(v) == 1 else np.concatenate(v) for k, v in parts.items()
+  }
+  history = base.History(
+    obs=joined['obs'],
+    action=joined['action'],
+    reward=joined['reward'],
+    episode_start=joined['episode_start'],
+  )
+  return manifest, history, joined['length'], joined['task_index']
+
+
+def _verify_file(shard: str, file: str, info: dict) -> None:
+  fix = (
+    f'Delete {os.path.dirname(file)} and run --mode generate again: '
+    'only that shard is regenerated.'
+  )
+  if not os.path.exists(file):
+    raise DatasetError(f'Shard {shard}: {file} is missing. {fix}')
+  size = os.path.getsize(file)
+  if size != info['bytes']:
+    raise DatasetError(
+      f'Shard {shard}: {file} has {size} bytes, the manifest says '
+      f'{info["bytes"]} (truncated or overwritten). {fix}'
+    )
+  if _sha256(file) != info['sha256']:
+    raise DatasetError(
+      f'Shard {shard}: {file} fails its sha256 checksum (corrupted). {fix}'
+    )
+
+
+def episode_return_curve(history: base.History, length, num_episodes: int):
+  """Return of each of the first `num_episodes` episodes, per history [H, E].
+
+  Episodes past a history's end are NaN.
+  """
+
+  def one(h, n):
+    valid = jnp.arange(h.action.shape[0]) < n
+    episode = jnp.where(valid, jnp.cumsum(h.episode_start) - 1, num_episodes)
+    returns = jax.ops.segment_sum(
+      jnp.where(valid, h.reward, 0.0), episode, num_episodes + 1
+    )[:num_episodes]
+    # An episode counts once it finished inside the valid steps.
+    ends = jax.ops.segment_sum(
+      valid.astype(jnp.int32), episode, num_episodes + 1
+    )[:num_episodes]
+    return jnp.where(ends > 0, returns, jnp.nan)
+
+  small = base.History(
+    obs=jnp.zeros(history.action.shape, jnp.int8),
+    action=history.action,
+    reward=history.reward,
+    episode_start=history.episode_start,
+  )
+  return jax.jit(jax.vmap(one))(small, length)
+
+
+def spec_from_config(config) -> Spec:
+  """The dataset `Spec` of an experiment config (the orchestration layer)."""
+  return Spec(
+    env=config.env.name,
+    env_overrides=config.env.overrides.to_dict(),
+    split='train',
+    algorithm=config.source.algorithm,
+    algorithm_config=config.source.config.to_dict(),
+    num_tasks=config.histories.num_tasks,
+    learners_per_task=config.histories.learners_per_task,
+    learners_per_shard=config.histories.learners_per_shard,
+    subsample_every=config.histories.subsample_every,
+    seed=config.histories.seed,
+  )
+
+
+def generate_and_report(config, workdir: str, progress: bool = True) -> dict:
+  """The generate stage: the dataset, then its learning-curve PNG and JSON."""
+  from algdist import report  # noqa: PLC0415  (matplotlib only when needed)
+
+  spec = spec_from_config(config)
+  directory = os.path.join(workdir, 'histories')
+  manifest = generate(spec, directory, progress=progress)
+  _, history, length, task_index = load(directory, verify=False)
+  num_episodes = int(np.asarray(history.episode_start).sum(-1).max())
+  curve_HxE = np.asarray(episode_return_curve(history, length, num_episodes))
+  env, params = envs.make(spec.env, **spec.env_overrides)
+  tasks = envs.base.batch_replace(params, **manifest['tasks'])
+  try:
+    optimal_H = np.asarray(env.optimal_return(tasks))[task_index]
+  except NotImplementedError:
+    optimal_H = None
+  summary = report.source_learning_curve(
+    curve_HxE,
+    optimal_H,
+    title=f'{spec.algorithm} on {spec.env}: {manifest["num_histories"]} '
+    'learning histories',
+    path=os.path.join(directory, 'learning_curve.png'),
+  )
+  _write_json(os.path.join(directory, 'learning_curve.json'), summary)
+  return manifest

@@ -1,0 +1,96 @@
+"""The command line: flags -> config -> stages.
+
+  python -m algdist.main --config configs/dark_room.py[:PRESET] \
+      [--workdir DIR] [--mode all|generate] [--config.FIELD=VALUE ...]
+
+`--mode all` runs the stages in order, skipping a finished stage and resuming
+an interrupted one. Stages built so far: generate (learning histories).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from algdist import histories
+
+_CONFIG = config_flags.DEFINE_config_file(
+  'config',
+  None,
+  'Experiment config: configs/<env>.py[:preset].',
+  lock_config=True,
+)
+_WORKDIR = flags.DEFINE_string(
+  'workdir', None, 'Where the run lives; default runs/<config>[-<preset>].'
+)
+STAGES = ('generate',)
+_MODE = flags.DEFINE_enum(
+  'mode',
+  'all',
+  ('all',) + STAGES,
+  'Which stage to run; all runs every stage in order.',
+)
+
+
+def default_workdir(config_path: str, preset: str) -> str:
+  name = os.path.splitext(os.path.basename(config_path.split(':')[0]))[0]
+  return os.path.join(
+    'runs', name if preset == 'default' else f'{name}-{preset}'
+  )
+
+
+def write_config(config, workdir: str) -> None:
+  """Records the resolved config in the workdir (WORKDIR/config.json)."""
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, 'config.json')
+  with open(path + '.tmp', 'w') as f:
+    f.write(config.to_json_best_effort(indent=1, sort_keys=True))
+  os.replace(path + '.tmp', path)
+
+
+def run(config, workdir: str, mode: str = 'all') -> None:
+  """Runs `mode` (one stage, or all of them) of the experiment in `workdir`."""
+  write_config(config, workdir)
+  stages = STAGES if mode == 'all' else (mode,)
+  if 'generate' in stages:
+    manifest = histories.generate_and_report(config, workdir)
+    logging.info(
+      'Histories: %d x %d steps in %s/histories.',
+      manifest['num_histories'],
+      manifest['steps_per_history'],
+      workdir,
+    )
+    with open(os.path.join(workdir, 'histories', 'learning_curve.json')) as f:
+      curve = json.load(f)
+    print(
+      f'source {manifest["algorithm"]} on {manifest["env"]}: '
+      f'{manifest["num_histories"]} histories, first episode '
+      f'{curve["mean_first_episode"]:.3f}, last 10 episodes '
+      f'{curve["mean_last_10_episodes"]:.3f}'
+      + (' of optimal' if curve['normalized'] else '')
+      + (
+        f', {curve["fraction_of_histories_reaching_90pct"]:.1%} of '
+        'histories >= 90% of optimal'
+        if 'fraction_of_histories_reaching_90pct' in curve
+        else ''
+      )
+    )
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  config = _CONFIG.value
+  workdir = _WORKDIR.value or default_workdir(
+    flags.FLAGS['config'].config_filename, config.preset
+  )
+  run(config, workdir, _MODE.value)
+
+
+if __name__ == '__main__':
+  flags.mark_flag_as_required('config')
+  app.run(main)
