@@ -19,7 +19,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from algdist import envs
+from algdist import agents, envs
 
 
 def time_call(fn: Callable[[], object], repeats: int = 3) -> float:
@@ -88,6 +88,57 @@ def bench_env_steps(name: str, batch: int = 4096) -> dict:
   )
 
 
+def _learners(algorithm: str, env_name: str, num_learners: int, **config):
+  """A jitted vmapped learning run, its inputs, and env steps per call."""
+  env, params = envs.make(env_name)
+  cfg, make_train = agents.get(algorithm, **config)
+  train = make_train(cfg, env)
+  tasks = env.tasks(params, 'train', num=num_learners)
+  keys = jax.random.split(jax.random.key(0), num_learners)
+  history = jax.eval_shape(train, keys[0], jax.tree.map(lambda x: x[0], tasks))
+  steps = num_learners * history[1].action.size
+  return train, keys, tasks, steps
+
+
+def bench_learning_steps(
+  algorithm: str, env_name: str, num_learners: int, **config
+) -> dict:
+  """learning_steps_per_s/<algo>/<env>: env steps consumed, updates included."""
+  train, keys, tasks, steps = _learners(
+    algorithm, env_name, num_learners, **config
+  )
+  run = jax.jit(jax.vmap(train))
+  seconds = time_call(lambda: run(keys, tasks), repeats=1)
+  return dict(
+    value=steps / seconds, unit='steps/s', learners=num_learners, **config
+  )
+
+
+def bench_vmap_speedup(
+  algorithm: str, env_name: str, num_learners: int, **config
+) -> dict:
+  """vmap_speedup/<algo>/<env>: one vmapped call vs the learners one by one."""
+  train, keys, tasks, _ = _learners(algorithm, env_name, num_learners, **config)
+  batched = jax.jit(jax.vmap(train))
+  single = jax.jit(train)
+  one = lambda i: jax.tree.map(lambda x: x[i], tasks)
+  # Slice the tasks outside the timed loop: only the learning is timed.
+  singles = [one(i) for i in range(num_learners)]
+  vmapped_s = time_call(lambda: batched(keys, tasks), repeats=1)
+  looped_s = time_call(
+    lambda: [single(keys[i], singles[i]) for i in range(num_learners)],
+    repeats=1,
+  )
+  return dict(
+    value=looped_s / vmapped_s,
+    unit='x',
+    learners=num_learners,
+    vmapped_s=round(vmapped_s, 3),
+    looped_s=round(looped_s, 3),
+    **config,
+  )
+
+
 def benchmarks() -> dict[str, Callable[[], dict]]:
   """Every benchmark by name; each returns its row without name/backend."""
   table = {}
@@ -95,6 +146,19 @@ def benchmarks() -> dict[str, Callable[[], dict]]:
     table[f'env_steps_per_s/{env_name}'] = functools.partial(
       bench_env_steps, env_name
     )
+  # 1,024 independent learners of one actor each, 20 updates of 20 steps.
+  for algorithm in ('ppo', 'a2c'):
+    table[f'learning_steps_per_s/{algorithm}/dark_room'] = functools.partial(
+      bench_learning_steps,
+      algorithm,
+      'dark_room',
+      1024,
+      num_actors=1,
+      num_updates=20,
+    )
+  table['vmap_speedup/ppo/dark_room'] = functools.partial(
+    bench_vmap_speedup, 'ppo', 'dark_room', 64, num_actors=1, num_updates=20
+  )
   return table
 
 
