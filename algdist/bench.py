@@ -156,6 +156,16 @@ def benchmarks() -> dict[str, Callable[[], dict]]:
       num_actors=1,
       num_updates=20,
     )
+  # DQN as the paper's Watermaze source: 4 learners of 16 actors, short runs
+  # (each learner keeps its whole pixel history in memory).
+  table['learning_steps_per_s/dqn/watermaze'] = functools.partial(
+    bench_learning_steps,
+    'dqn',
+    'watermaze',
+    4,
+    num_steps=1200,
+    learning_starts=512,
+  )
   table['vmap_speedup/ppo/dark_room'] = functools.partial(
     bench_vmap_speedup, 'ppo', 'dark_room', 64, num_actors=1, num_updates=20
   )

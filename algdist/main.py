@@ -1,10 +1,11 @@
 """The command line: flags -> config -> stages.
 
   python -m algdist.main --config configs/dark_room.py[:PRESET] \
-      [--workdir DIR] [--mode all|generate] [--config.FIELD=VALUE ...]
+      [--workdir DIR] [--mode all|generate|train] [--config.FIELD=VALUE ...]
 
 `--mode all` runs the stages in order, skipping a finished stage and resuming
-an interrupted one. Stages built so far: generate (learning histories).
+an interrupted one. Stages built so far: generate (learning histories), train
+(AD and ED transformers).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import os
 from absl import app, flags
 from ml_collections import config_flags
 
-from algdist import histories
+from algdist import histories, train
 
 _CONFIG = config_flags.DEFINE_config_file(
   'config',
@@ -27,7 +28,7 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string(
   'workdir', None, 'Where the run lives; default runs/<config>[-<preset>].'
 )
-STAGES = ('generate',)
+STAGES = ('generate', 'train')
 _MODE = flags.DEFINE_enum(
   'mode',
   'all',
@@ -79,6 +80,17 @@ def run(config, workdir: str, mode: str = 'all') -> None:
         else ''
       )
     )
+
+  if 'train' in stages:
+    for method in config.train.methods:
+      summary = train.train_and_evaluate(config, workdir, method)
+      print(
+        f'{method}: {summary["step"]} updates, {summary["num_params"]:,} '
+        f'parameters, loss {summary.get("loss", float("nan")):.3f}, held-out '
+        f'accuracy {summary.get("val_accuracy", float("nan")):.3f} (best '
+        'constant action '
+        f'{summary.get("val_constant_action_accuracy", float("nan")):.3f})'
+      )
 
 
 def main(argv):

@@ -1,0 +1,125 @@
+"""Config sections every experiment shares: model, data, training, sharding.
+
+Experiment files (configs/<env>.py) call these with their own numbers, so
+each field's meaning and unit is written once, here. Library code reads the
+resulting ConfigDict only in `main.py` and the stage entry points
+(`train.train_and_evaluate`, ...), never below them.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def model(
+  *,
+  context_steps: int,
+  num_layers: int = 4,
+  num_heads: int = 4,
+  d_model: int = 64,
+  d_ff: int = 256,
+  dropout: float = 0.1,
+  attention_dropout: float = 0.0,
+  layout: str = 'step',
+  norm: str = 'pre',
+) -> ml_collections.ConfigDict:
+  """The causal transformer (algdist/model.py)."""
+  c = ml_collections.ConfigDict()
+  # 'step': one token per env step (o_t, a_{t-1}, r_{t-1}); 'triple': the
+  # paper-style o, a, r tokens (three times the tokens for the same context).
+  c.layout = layout
+  c.context_steps = context_steps  # env steps the model sees (window length)
+  c.num_layers = num_layers  # transformer blocks
+  c.num_heads = num_heads  # attention heads per block
+  c.d_model = d_model  # residual stream width
+  c.d_ff = d_ff  # feed-forward hidden width
+  c.dropout = dropout  # probability, residual and embedding dropout
+  c.attention_dropout = attention_dropout  # probability, on attention weights
+  c.norm = norm  # 'pre' or 'post' LayerNorm (the paper: post)
+  c.dtype = 'auto'  # compute dtype: auto = bfloat16 on GPU/TPU, float32 on CPU
+  # jax.nn.dot_product_attention implementation: None lets JAX choose (cuDNN
+  # on GPUs where shapes allow), 'xla' or 'cudnn' force one.
+  c.attention_impl = ml_collections.config_dict.placeholder(str)
+  return c
+
+
+def data(*, validation_tasks: float = 0.1) -> ml_collections.ConfigDict:
+  """How histories become training windows (algdist/input_pipeline.py)."""
+  c = ml_collections.ConfigDict()
+  # Fraction of the dataset's (training) tasks whose histories are held out
+  # to measure validation loss; they never reach training.
+  c.validation_tasks = validation_tasks
+  c.num_validation_windows = 512  # windows in the fixed validation set
+  c.seed = 0  # seeds the validation split and windows
+  # 'device': dataset on the accelerator, windows gathered inside jit;
+  # 'stream': windows read from the memory-mapped shards by a grain loader;
+  # 'auto': device when the training histories fit in max_device_mb.
+  c.placement = 'auto'
+  c.max_device_mb = 2048  # MiB, threshold of placement='auto'
+  c.num_threads = 8  # grain reader threads (placement='stream')
+  c.verify = True  # check every shard's sha256 before training
+  return c
+
+
+def train(
+  *,
+  num_steps: int,
+  batch_size: int = 128,
+  learning_rate: float = 3e-4,
+  warmup_steps: int = 500,
+) -> ml_collections.ConfigDict:
+  """Optimisation (algdist/train.py); paper values where known."""
+  c = ml_collections.ConfigDict()
+  c.num_steps = num_steps  # updates
+  c.batch_size = batch_size  # windows per update, over all devices
+  c.learning_rate = learning_rate  # peak of the cosine schedule
+  c.init_learning_rate = 2e-6  # at step 0, rising linearly to the peak
+  c.end_learning_rate = 2e-6  # at the last step
+  c.warmup_steps = warmup_steps  # updates of linear warmup
+  c.weight_decay = 1e-4  # AdamW decoupled decay, per update x lr
+  c.b1 = 0.9  # Adam beta1
+  c.b2 = 0.99  # Adam beta2 (the paper's)
+  c.grad_clip = 1.0  # global gradient-norm clip
+  c.seed = 0  # seeds parameters, dropout and training windows
+  c.log_every = 100  # updates between metric rows
+  c.eval_every = 500  # updates between validation passes
+  c.checkpoint_every = 1000  # updates between checkpoints
+  c.keep_checkpoints = 2  # newest checkpoints kept
+  c.methods = ('ad', 'ed')  # what --mode train trains: AD, and ED the control
+  return c
+
+
+def ed(*, expert_episodes: int) -> ml_collections.ConfigDict:
+  """Expert Distillation: the same model on expert episodes only."""
+  c = ml_collections.ConfigDict()
+  # The last this many episodes of each history count as expert episodes.
+  c.expert_episodes = expert_episodes
+  return c
+
+
+def sharding() -> ml_collections.ConfigDict:
+  """The device mesh and how logical axes map onto it (algdist/sharding.py)."""
+  c = ml_collections.ConfigDict()
+  c.mesh_shape = (-1,)  # devices per mesh axis; -1 takes all that remain
+  c.mesh_axes = ('data',)  # mesh axis names
+  # Logical axis -> mesh axis. 'data' shards the batch and, FSDP-style, the
+  # feed-forward weights; logical names not listed are replicated.
+  c.rules = (('batch', 'data'), ('mlp', 'data'))
+  return c
+
+
+def evaluation(*, num_episodes: int) -> ml_collections.ConfigDict:
+  """In-context evaluation with frozen weights (algdist/evaluate.py)."""
+  c = ml_collections.ConfigDict()
+  c.num_episodes = num_episodes  # in-context episodes per rollout
+  c.num_test_tasks = -1  # held-out tasks evaluated; -1 = all of them
+  c.num_train_tasks = 16  # training tasks evaluated, for comparison
+  c.num_seeds = 5  # rollouts per task, each from an empty context
+  # Softmax temperature of action sampling; 0 = greedy (which fails to
+  # explore). Choose it on training tasks, never on held-out ones.
+  c.temperature = 1.0
+  c.seed = 0  # seeds rollouts
+  # What to evaluate: the distilled models, and the baselines on the same
+  # tasks and episode axis.
+  c.methods = ('ad', 'ed', 'source', 'random')
+  return c

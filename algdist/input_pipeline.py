@@ -1,0 +1,246 @@
+"""Learning histories on disk -> batches of across-episode windows.
+
+Follow a batch: `histories.load` memory-maps the dataset [H, T];
+`select_histories` keeps the training tasks' histories (a seeded set of tasks
+is held out for validation) and, for Expert Distillation, marks where each
+history's expert episodes begin; `sequence.model_inputs` turns each history
+into model inputs; a window is L consecutive steps of one history, from a
+uniformly random history and start, so it crosses episode boundaries but
+never mixes two histories.
+
+Two loaders, one sampling rule:
+- `DeviceData` + `sample_windows`: the dataset lives on the device and windows
+  are gathered there inside jit (grid worlds: megabytes, no host round trip).
+- `stream_windows`: a grain pipeline reading windows from the memory-mapped
+  shards with worker threads (pixels: datasets larger than device memory).
+  Window g of the run is drawn from (seed, g), so the pipeline's position is
+  the step number, resuming is exact, and each process reads only its slice.
+
+Letters: H histories, T steps per history, B batch, L context steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from algdist import sequence
+from algdist.agents import base
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+  """Which histories train and validate, and where their windows may start."""
+
+  train: np.ndarray  # [H_train] history rows of the training set
+  validation: np.ndarray  # [H_val] history rows of the held-out tasks
+  first_step: np.ndarray  # [H] first step a window may start at
+  length: np.ndarray  # [H] valid steps of each history
+
+
+def episode_starts(episode_start_T: np.ndarray, length: int) -> np.ndarray:
+  """Step indices where episodes begin, within the valid `length` steps."""
+  return np.flatnonzero(np.asarray(episode_start_T[:length]))
+
+
+def select_histories(
+  manifest: dict,
+  history: base.History,
+  length_H: np.ndarray,
+  task_index_H: np.ndarray,
+  *,
+  context_steps: int,
+  validation_tasks: float,
+  expert_episodes: int,
+  seed: int,
+) -> Selection:
+  """Splits histories by task into train/validation and bounds window starts.
+
+  `validation_tasks` is the fraction of the dataset's tasks held out (at
+  least one when > 0). `expert_episodes` > 0 keeps only each history's last
+  that many episodes (Expert Distillation); 0 keeps the whole history (AD).
+  """
+  if manifest['spec']['split'] != 'train':
+    raise ValueError(
+      'Only histories of training tasks may be trained on; this dataset was '
+      f"generated on the '{manifest['spec']['split']}' split."
+    )
+  num_tasks = int(manifest['num_tasks'])
+  num_val = 0
+  if validation_tasks > 0:
+    num_val = max(1, int(round(validation_tasks * num_tasks)))
+  if num_val >= num_tasks:
+    raise ValueError(
+      f'data.validation_tasks={validation_tasks} holds out {num_val} of '
+      f'{num_tasks} tasks, leaving none to train on.'
+    )
+  val_tasks = np.random.default_rng(seed).permutation(num_tasks)[:num_val]
+  is_val = np.isin(task_index_H, val_tasks)
+  length_H = np.asarray(length_H)
+  first = np.zeros_like(length_H)
+  if expert_episodes > 0:
+    starts = np.asarray(history.episode_start)
+    for h in range(length_H.shape[0]):
+      begins = episode_starts(starts[h], int(length_H[h]))
+      if len(begins) < expert_episodes:
+        raise ValueError(
+          f'History {h} has {len(begins)} episodes; ed.expert_episodes='
+          f'{expert_episodes} needs at least that many.'
+        )
+      first[h] = begins[-expert_episodes]
+  span = length_H - first
+  if span.min() < context_steps:
+    h = int(np.argmin(span))
+    raise ValueError(
+      f'History {h} offers {int(span[h])} steps to window, fewer than '
+      f'model.context_steps={context_steps}. Shorten the context, keep more '
+      'expert episodes, or generate longer histories.'
+    )
+  return Selection(
+    train=np.flatnonzero(~is_val),
+    validation=np.flatnonzero(is_val),
+    first_step=first.astype(np.int32),
+    length=length_H.astype(np.int32),
+  )
+
+
+@struct.dataclass
+class DeviceData:
+  """A dataset resident on the device: model inputs of whole histories."""
+
+  steps: sequence.Steps  # leaves [H, T, ...]
+  target: jax.Array  # [H, T] int32 the action to predict
+  first_step: jax.Array  # [H] int32 earliest window start
+  last_start: jax.Array  # [H] int32 latest window start (length - L)
+
+
+def device_data(
+  history: base.History,
+  rows: np.ndarray,
+  selection: Selection,
+  num_actions: int,
+  context_steps: int,
+) -> DeviceData:
+  """Model inputs of histories `rows`, copied to the default device(s)."""
+  sub = jax.tree.map(lambda x: np.asarray(x[rows]), history)
+  steps, target = sequence.model_inputs(sub, num_actions)
+  return DeviceData(
+    steps=jax.tree.map(jnp.asarray, steps),
+    target=jnp.asarray(target),
+    first_step=jnp.asarray(selection.first_step[rows]),
+    last_start=jnp.asarray(selection.length[rows] - context_steps),
+  )
+
+
+def _draw(key: jax.Array, first, last, batch: int):
+  """Random (history, start) pairs: a uniform history, a uniform start."""
+  key_h, key_s = jax.random.split(key)
+  h_B = jax.random.randint(key_h, (batch,), 0, first.shape[0])
+  start_B = jax.random.randint(key_s, (batch,), first[h_B], last[h_B] + 1)
+  return h_B, start_B
+
+
+def sample_windows(key: jax.Array, data: DeviceData, batch: int, context: int):
+  """`batch` random windows of `context` steps: (Steps, target), [B, L]."""
+  h_B, start_B = _draw(key, data.first_step, data.last_start, batch)
+
+  def window(x):
+    take = lambda h, s: jax.lax.dynamic_slice_in_dim(x[h], s, context)
+    return jax.vmap(take)(h_B, start_B)
+
+  return jax.tree.map(window, (data.steps, data.target))
+
+
+def fixed_windows(key, data: DeviceData, num: int, batch: int, context: int):
+  """`num` windows drawn once, as [num // batch] batches (validation)."""
+  steps, target = sample_windows(key, data, num - num % batch, context)
+  split = lambda x: x.reshape((-1, batch) + x.shape[1:])
+  return jax.tree.map(split, (steps, target))
+
+
+class WindowSource:
+  """Random access to windows read from memory-mapped histories.
+
+  Element g is the window of global index g (step * global batch + position
+  in the batch): its history and start come from a generator seeded with
+  (seed, g), the same rule as `sample_windows` in law, if not in bits.
+  """
+
+  def __init__(self, history, rows, selection, num_actions, context, seed):
+    self._history = history
+    self._rows = np.asarray(rows)
+    self._first = selection.first_step[self._rows]
+    self._last = selection.length[self._rows] - context
+    self._num_actions = num_actions
+    self._context = context
+    self._seed = seed
+
+  def __len__(self) -> int:
+    return 2**62  # endless: training asks for as many windows as it needs
+
+  def __getitem__(self, g: int):
+    rng = np.random.default_rng((self._seed, int(g)))
+    i = int(rng.integers(len(self._rows)))
+    start = int(rng.integers(self._first[i], self._last[i] + 1))
+    # One step before the window, so step `start` gets its real a_{t-1}.
+    lo = max(start - 1, 0)
+    raw = jax.tree.map(
+      lambda x: np.asarray(x[self._rows[i], lo : start + self._context]),
+      self._history,
+    )
+    steps, target = sequence.model_inputs(raw, self._num_actions)
+    cut = lambda x: np.asarray(x)[start - lo :]
+    return jax.tree.map(cut, (steps, target))
+
+
+def stream_windows(
+  source: WindowSource,
+  *,
+  global_batch: int,
+  start_step: int,
+  process_index: int = 0,
+  process_count: int = 1,
+  num_threads: int = 4,
+):
+  """An iterator of this process's batches from `start_step` on (grain)."""
+  import grain  # noqa: PLC0415  (only streamed datasets need it)
+
+  if global_batch % process_count:
+    raise ValueError(
+      f'train.batch_size={global_batch} must divide by the {process_count} '
+      'processes.'
+    )
+  local = global_batch // process_count
+  offset = process_index * local
+
+  def index(i):  # i-th window of this process -> its global index
+    step, j = divmod(i, local)
+    return step * global_batch + offset + j
+
+  dataset = (
+    grain.MapDataset.range(start_step * local, 2**40)
+    .map(index)
+    .map(source.__getitem__)
+    .batch(local, batch_fn=_stack)
+  )
+  options = grain.ReadOptions(
+    num_threads=num_threads, prefetch_buffer_size=2 * local
+  )
+  return iter(dataset.to_iter_dataset(options))
+
+
+def _stack(items):
+  return jax.tree.map(lambda *xs: np.stack(xs), *items)
+
+
+def dataset_bytes(history: base.History, rows: np.ndarray) -> int:
+  """Bytes that `rows` of the history occupy as model inputs (about)."""
+  per_row = sum(
+    int(np.prod(x.shape[1:])) * x.dtype.itemsize
+    for x in jax.tree.leaves(history)
+  )
+  return per_row * len(rows) + len(rows) * history.action.shape[1] * 8

@@ -1,0 +1,167 @@
+"""Training: resume exactness, sharding, wrong checkpoints, NaNs, metrics."""
+
+import json
+import os
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from algdist import histories, sharding, train
+from configs import dark_room
+
+
+def _config(**train_overrides):
+  config = dark_room.get_config('smoke')
+  config.train.update(train_overrides)
+  return config
+
+
+@pytest.fixture(scope='module')
+def dataset(tmp_path_factory):
+  """Smoke-preset Dark Room histories, shared read-only by every test."""
+  directory = str(tmp_path_factory.mktemp('data') / 'histories')
+  spec = histories.spec_from_config(_config())
+  histories.generate(spec, directory, progress=False)
+  return directory
+
+
+def _workdir(tmp_path, dataset, name='run'):
+  workdir = tmp_path / name
+  workdir.mkdir()
+  os.symlink(dataset, workdir / 'histories')
+  return str(workdir)
+
+
+def _final_state(config, workdir, method='ad'):
+  _, params = train.restore_params(config, workdir, method)
+  return params
+
+
+@pytest.mark.parametrize('placement', ['device', 'stream'])
+def test_resume_equals_an_uninterrupted_run_bitwise(
+  tmp_path, dataset, placement
+):
+  config = _config(num_steps=12, checkpoint_every=4, log_every=4)
+  config.data.placement = placement
+  straight = _workdir(tmp_path, dataset, 'straight')
+  train.train_and_evaluate(config, straight, progress=False)
+  resumed = _workdir(tmp_path, dataset, 'resumed')
+  # Stopped after 6 updates: the newest checkpoint is update 6 (the stop
+  # saves), so resuming replays nothing and skips nothing.
+  train.train_and_evaluate(config, resumed, progress=False, until=6)
+  summary = train.train_and_evaluate(config, resumed, progress=False)
+  assert summary['step'] == 12
+  chex.assert_trees_all_equal(
+    _final_state(config, straight), _final_state(config, resumed)
+  )
+  rows = [
+    json.loads(line)
+    for line in open(os.path.join(resumed, 'metrics', 'train_ad.jsonl'))
+  ]
+  assert [r['step'] for r in rows] == [4, 6, 8, 12]
+
+
+def test_state_is_sharded_as_the_rules_say_and_steps_match_one_device():
+  config = _config()
+  cfg, obs = train.model_config(config)
+  net = train.model.Transformer(cfg)
+  optimizer, schedule = train.make_optimizer(config.train)
+  inputs = train.dummy_steps(obs.shape, obs.dtype, 1, cfg.context_steps)
+  rules = (('batch', 'data'), ('mlp', 'data'))
+  states, outs = [], []
+  for devices in (jax.devices(), jax.devices()[:1]):
+    mesh = sharding.make_mesh((-1,), ('data',), devices)
+    with jax.set_mesh(mesh):
+      init, abstract = train.state_layout(net, optimizer, inputs, mesh, rules)
+      state = train.init_state(init, abstract, seed=0)
+      batch = _batch(obs, cfg, 16)
+      batch = jax.device_put(
+        batch,
+        jax.tree.map(
+          lambda x, m=mesh: sharding.batch_sharding(m, rules, x.ndim), batch
+        ),
+      )
+      step = jax.jit(train.make_train_step(net, optimizer, schedule))
+      states.append(state)
+      outs.append(step(state, batch))
+  assert len(jax.devices()) == 8
+  # Feed-forward weights ('embed', 'mlp') split their 'mlp' dim 8 ways.
+  kernel = states[0].params['blocks_0']['mlp']['up']['kernel']
+  assert kernel.sharding.spec == jax.sharding.PartitionSpec(None, 'data')
+  assert len(kernel.addressable_shards) == 8
+  assert kernel.addressable_shards[0].data.shape == (
+    cfg.d_model,
+    cfg.d_ff // 8,
+  )
+  # Adam's moments follow their parameters.
+  mu = states[0].opt_state[1][0].mu['blocks_0']['mlp']['up']['kernel']
+  assert mu.sharding.spec == kernel.sharding.spec
+  chex.assert_trees_all_close(
+    jax.device_get(outs[0]), jax.device_get(outs[1]), atol=1e-5, rtol=1e-5
+  )
+
+
+def _batch(obs, cfg, batch):
+  rng = np.random.default_rng(0)
+  L = cfg.context_steps
+  steps = train.sequence.make_step(
+    rng.integers(0, cfg.obs_vocab, (batch, L, *obs.shape)).astype(obs.dtype),
+    rng.integers(0, cfg.num_actions + 1, (batch, L)),
+    rng.random((batch, L)),
+    rng.random((batch, L)) < 0.1,
+  )
+  target = rng.integers(0, cfg.num_actions, (batch, L)).astype(np.int32)
+  return steps, target
+
+
+def test_a_checkpoint_of_another_model_is_refused(tmp_path, dataset):
+  workdir = _workdir(tmp_path, dataset)
+  config = _config(num_steps=8, checkpoint_every=4)
+  train.train_and_evaluate(config, workdir, progress=False, until=4)
+  wider = _config(num_steps=8)
+  wider.model.d_model = 32
+  with pytest.raises(
+    train.CheckpointError,
+    match=r'holds .* of shape \(4, 4\); this config builds \(4, 8\)',
+  ):
+    train.train_and_evaluate(wider, workdir, progress=False)
+  deeper = _config(num_steps=8)
+  deeper.model.num_layers = 2
+  with pytest.raises(train.CheckpointError, match='blocks_1'):
+    train.train_and_evaluate(deeper, workdir, progress=False)
+
+
+def test_a_diverging_run_stops_naming_the_update(tmp_path, dataset):
+  workdir = _workdir(tmp_path, dataset)
+  config = _config(
+    num_steps=20, learning_rate=1e12, init_learning_rate=1e12, log_every=5
+  )
+  config.train.grad_clip = 1e30
+  with pytest.raises(FloatingPointError, match=r'at update \d+ .*learning'):
+    train.train_and_evaluate(config, workdir, progress=False)
+
+
+def test_metrics_and_validation_are_logged(tmp_path, dataset):
+  workdir = _workdir(tmp_path, dataset)
+  summary = train.train_and_evaluate(_config(), workdir, progress=False)
+  rows = [
+    json.loads(line)
+    for line in open(os.path.join(workdir, 'metrics', 'train_ad.jsonl'))
+  ]
+  assert [r['step'] for r in rows] == [10, 20]
+  for key in ('loss', 'accuracy', 'grad_norm', 'learning_rate', 'val_loss'):
+    assert np.isfinite(rows[-1][key])
+  assert 0 < rows[-1]['val_constant_action_accuracy'] <= 1
+  assert summary['num_params'] > 0
+  assert os.listdir(os.path.join(workdir, 'metrics', 'tensorboard', 'train_ad'))
+
+
+def test_expert_distillation_trains_with_the_same_code(tmp_path, dataset):
+  workdir = _workdir(tmp_path, dataset)
+  summary = train.train_and_evaluate(_config(), workdir, 'ed', progress=False)
+  assert summary['step'] == 20
+  assert os.path.isdir(os.path.join(workdir, 'checkpoints', 'ed'))
+  with pytest.raises(ValueError, match='Unknown method'):
+    train.train_and_evaluate(_config(), workdir, 'rl2', progress=False)
