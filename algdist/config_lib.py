@@ -43,9 +43,14 @@ def model(
   return c
 
 
-def data(*, validation_tasks: float = 0.1) -> ml_collections.ConfigDict:
+def data(
+  *, window_steps: int, validation_tasks: float = 0.1
+) -> ml_collections.ConfigDict:
   """How histories become training windows (algdist/input_pipeline.py)."""
   c = ml_collections.ConfigDict()
+  # Env steps per training window, >= model.context_steps: longer windows
+  # train the sliding-window attention that cached evaluation runs.
+  c.window_steps = window_steps
   # Fraction of the dataset's (training) tasks whose histories are held out
   # to measure validation loss; they never reach training.
   c.validation_tasks = validation_tasks

@@ -352,6 +352,24 @@ class Run:
   selection: input_pipeline.Selection
   history: object
   obs: jax.ShapeDtypeStruct  # one observation's shape and dtype
+  window_steps: int  # steps per training window (>= context_steps)
+
+
+def run_window_steps(config, cfg: model.ModelConfig) -> int:
+  """Steps per training window: at least the model's attention span.
+
+  Windows longer than the span train the sliding-window attention that the
+  evaluation KV cache runs: there, after the ring buffer wraps, the oldest
+  cached keys of deeper layers were computed with context of their own, a
+  case that windows no longer than the span never show the model.
+  """
+  steps = config.data.window_steps
+  if steps < cfg.context_steps:
+    raise ValueError(
+      f'data.window_steps={steps} must be >= model.context_steps='
+      f'{cfg.context_steps}.'
+    )
+  return steps
 
 
 def expert_episodes(config, method: str) -> int:
@@ -377,7 +395,7 @@ def setup(config, workdir: str, method: str) -> Run:
     history,
     length,
     task_index,
-    context_steps=cfg.context_steps,
+    context_steps=run_window_steps(config, cfg),
     validation_tasks=config.data.validation_tasks,
     expert_episodes=expert_episodes(config, method),
     seed=config.data.seed,
@@ -393,6 +411,7 @@ def setup(config, workdir: str, method: str) -> Run:
     selection=selection,
     history=history,
     obs=obs,
+    window_steps=run_window_steps(config, cfg),
   )
 
 
@@ -417,7 +436,7 @@ def batch_iterator(config, run: Run, start_step: int):
   batches an uninterrupted one would have.
   """
   cfg, t = run.model_config, config.train
-  context, batch_size = cfg.context_steps, t.batch_size
+  context, batch_size = run.window_steps, t.batch_size
   batch_shard = lambda x: sharding.batch_sharding(run.mesh, run.rules, x.ndim)
   if _on_device(config, run):
     data = input_pipeline.device_data(
@@ -495,7 +514,7 @@ def train_and_evaluate(
   inputs = dummy_steps(run.obs.shape, run.obs.dtype, 1, cfg.context_steps)
   ckpt_dir = os.path.join(workdir, 'checkpoints', method)
   stop = t.num_steps if until is None else min(until, t.num_steps)
-  tokens_per_update = t.batch_size * cfg.context_steps
+  tokens_per_update = t.batch_size * run.window_steps
   with contextlib.ExitStack() as stack:
     stack.enter_context(jax.set_mesh(run.mesh))
     # closing() waits for the last async save, also when a step raises.
@@ -567,11 +586,11 @@ def _validation_batches(config, run: Run):
   if len(rows) == 0 or config.data.num_validation_windows <= 0:
     return None
   data = input_pipeline.device_data(
-    run.history, rows, run.selection, cfg.num_actions, cfg.context_steps
+    run.history, rows, run.selection, cfg.num_actions, run.window_steps
   )
   num = max(config.data.num_validation_windows, batch_size)
   return input_pipeline.fixed_windows(
-    jax.random.key(config.data.seed), data, num, batch_size, cfg.context_steps
+    jax.random.key(config.data.seed), data, num, batch_size, run.window_steps
   )
 
 

@@ -57,7 +57,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   # narrower feed-forward (256, not 2048) so that a laptop CPU trains it in
   # minutes; 80 steps of context span four 20-step episodes.
   config.model = config_lib.model(context_steps=80)
-  config.data = config_lib.data(validation_tasks=0.1)
+  config.data = config_lib.data(window_steps=160, validation_tasks=0.1)
   config.train = config_lib.train(num_steps=4000, batch_size=64)
   config.ed = config_lib.ed(expert_episodes=10)  # the last 10 of 100 episodes
   config.sharding = config_lib.sharding()
@@ -69,6 +69,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     config.histories.num_tasks = 4
     config.histories.learners_per_shard = 2
     config.model.update(context_steps=20, num_layers=1, d_model=16, d_ff=32)
+    config.data.window_steps = 30
     config.train.update(
       num_steps=20, batch_size=8, warmup_steps=5, log_every=10, eval_every=10
     )

@@ -29,7 +29,10 @@ class Config:
   rollout_len: int = 20  # env steps per actor between updates
   num_updates: int = 100  # updates per learning run
   hidden: tuple[int, ...] = (64, 64)  # MLP widths of the shared torso
-  learning_rate: float = 5e-3  # Adam step size
+  learning_rate: float = 5e-3  # Adam step size (the start, when annealed)
+  # Anneal the step size linearly to 0 over the run: late updates then
+  # polish a learned policy instead of knocking it off the goal.
+  anneal_learning_rate: bool = False
   adam_eps: float = 1e-6  # Adam epsilon (the paper's A3C setting)
   max_grad_norm: float = 0.5  # global gradient-norm clip
   discount: float = 0.99  # gamma
@@ -48,12 +51,47 @@ class Config:
     return self.num_updates * self.rollout_len
 
 
+# A2C at 3e-3 for 200 updates: on 32 Dark Room goals (16 actors each) every
+# stream's last 10 episodes reached >= 90% of optimal (two seeds); at 1e-3
+# for 300 updates 2 of 16 learners fell short.
 CONFIGS = {
   'ppo': Config(),
   'a2c': Config(
-    num_epochs=1, num_minibatches=1, learning_rate=1e-3, num_updates=300
+    num_epochs=1, num_minibatches=1, learning_rate=3e-3, num_updates=200
   ),
 }
+
+
+def _check(config: Config) -> None:
+  """Raises ValueError naming any impossible field of `config`."""
+  c = config
+  checks = [
+    (c.num_actors >= 1, f'num_actors={c.num_actors}: must be >= 1.'),
+    (c.rollout_len >= 1, f'rollout_len={c.rollout_len}: must be >= 1.'),
+    (c.num_updates >= 1, f'num_updates={c.num_updates}: must be >= 1.'),
+    (c.num_epochs >= 1, f'num_epochs={c.num_epochs}: must be >= 1.'),
+    (
+      c.num_minibatches >= 1
+      and (c.num_actors * c.rollout_len) % c.num_minibatches == 0,
+      f'num_minibatches={c.num_minibatches}: must be >= 1 and divide '
+      f'num_actors * rollout_len = {c.num_actors * c.rollout_len}.',
+    ),
+    (
+      len(c.hidden) >= 1 and all(w >= 1 for w in c.hidden),
+      f'hidden={c.hidden}: must be one or more widths >= 1.',
+    ),
+    (c.learning_rate > 0, f'learning_rate={c.learning_rate}: must be > 0.'),
+    (0 <= c.discount <= 1, f'discount={c.discount}: must be in [0, 1].'),
+    (0 <= c.gae_lambda <= 1, f'gae_lambda={c.gae_lambda}: must be in [0, 1].'),
+    (c.clip_eps > 0, f'clip_eps={c.clip_eps}: must be > 0.'),
+    (
+      c.max_grad_norm > 0,
+      f'max_grad_norm={c.max_grad_norm}: must be > 0.',
+    ),
+  ]
+  for ok, message in checks:
+    if not ok:
+      raise ValueError(message)
 
 
 class ActorCritic(nn.Module):
@@ -101,15 +139,18 @@ def gae(reward_RxA, value_RxA, done_RxA, last_value_A, discount, lam):
 
 def make_train(config: Config, env):
   """`train(key, task_params) -> (LearnerState, History [A, U*R])`."""
+  _check(config)
   batch = config.num_actors * config.rollout_len
-  if batch % config.num_minibatches:
-    raise ValueError(
-      f'num_actors * rollout_len = {batch} must divide into '
-      f'num_minibatches={config.num_minibatches}.'
+  learning_rate = config.learning_rate
+  if config.anneal_learning_rate:
+    learning_rate = optax.linear_schedule(
+      config.learning_rate,
+      0.0,
+      config.num_updates * config.num_epochs * config.num_minibatches,
     )
   tx = optax.chain(
     optax.clip_by_global_norm(config.max_grad_norm),
-    optax.adam(config.learning_rate, eps=config.adam_eps),
+    optax.adam(learning_rate, eps=config.adam_eps),
   )
 
   def train(key, task):
