@@ -1,11 +1,13 @@
 """The command line: flags -> config -> stages.
 
   python -m algdist.main --config configs/dark_room.py[:PRESET] \
-      [--workdir DIR] [--mode all|generate|train] [--config.FIELD=VALUE ...]
+      [--workdir DIR] [--mode all|generate|train|eval|report]
+      [--config.FIELD=VALUE ...]
 
 `--mode all` runs the stages in order, skipping a finished stage and resuming
-an interrupted one. Stages built so far: generate (learning histories), train
-(AD and ED transformers).
+an interrupted one. Stages: generate (learning histories), train (AD and ED
+transformers), eval (in-context rollouts and baselines -> eval/results.json),
+report (plots and a markdown summary).
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import logging
 import os
 
 from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from algdist import histories, train
+from algdist import evaluate, histories, report, train
 
 _CONFIG = config_flags.DEFINE_config_file(
   'config',
@@ -28,7 +31,7 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string(
   'workdir', None, 'Where the run lives; default runs/<config>[-<preset>].'
 )
-STAGES = ('generate', 'train')
+STAGES = ('generate', 'train', 'eval', 'report')
 _MODE = flags.DEFINE_enum(
   'mode',
   'all',
@@ -92,10 +95,21 @@ def run(config, workdir: str, mode: str = 'all') -> None:
         f'{summary.get("val_constant_action_accuracy", float("nan")):.3f})'
       )
 
+  if 'eval' in stages:
+    evaluate.evaluate(config, workdir)
+  if 'report' in stages:
+    files = report.write_report(workdir)
+    with open(files['summary']) as f:
+      print(f.read())
+
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if not flags.FLAGS['verbosity'].present:
+    # Progress bars and the summary say what happens; orbax and the loader
+    # log every save at INFO. --verbosity=0 brings the log back.
+    absl_logging.set_verbosity(absl_logging.WARNING)
   config = _CONFIG.value
   workdir = _WORKDIR.value or default_workdir(
     flags.FLAGS['config'].config_filename, config.preset

@@ -13,19 +13,43 @@ import numpy as np  # noqa: E402
 def source_learning_curve(curve_HxE, optimal_H, title: str, path: str) -> dict:
   """Plots the source algorithm's return per episode; returns the figures.
 
-  The line is the mean over histories, the band the 10th-90th percentiles;
-  with known optima, returns are shown as a fraction of each task's optimum.
+  `curve_HxE` is NaN past a history's last complete episode: where episodes
+  end early (at a door, at a goal) histories of equal steps hold different
+  numbers of episodes. The plot shows the episodes every history has, so
+  each point averages over all of them; the line is the mean, the band the
+  10th-90th percentiles of 5-episode means. The summary's "last 10
+  episodes" are each history's own last ten. With known optima, returns are
+  shown as a fraction of each task's optimum.
   """
   curve = np.asarray(curve_HxE, np.float64)
   ylabel = 'return per episode'
   if optimal_H is not None:
     curve = curve / np.asarray(optimal_H, np.float64)[:, None]
     ylabel = 'fraction of optimal return'
-  episodes = np.arange(1, curve.shape[1] + 1)
-  mean = np.nanmean(curve, 0)
-  low, high = np.nanpercentile(curve, [10, 90], axis=0)
+  # Complete episodes come first in each row, NaNs after them.
+  count_H = np.sum(~np.isnan(curve), 1)
+  shown = max(int(count_H.min()), 1)
+  episodes = np.arange(1, shown + 1)
+  mean = np.nanmean(curve[:, :shown], 0)
+  # The band spreads each history's mean over 5 episodes centred on each
+  # one: single returns take few values on sparse tasks (0, 1/2 or 1 of
+  # optimal on Key-to-Door), and their percentiles would jump between them.
+  window = 5
+  sums = np.concatenate(
+    [np.zeros((len(curve), 1)), np.cumsum(curve[:, :shown], 1)], 1
+  )
+  start = np.maximum(np.arange(shown) - window // 2, 0)
+  stop = np.minimum(np.arange(shown) + window // 2 + 1, shown)
+  smooth = (sums[:, stop] - sums[:, start]) / (stop - start)
+  low, high = np.nanpercentile(smooth, [10, 90], axis=0)
   fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
-  ax.fill_between(episodes, low, high, alpha=0.25, label='10-90th percentile')
+  ax.fill_between(
+    episodes,
+    low,
+    high,
+    alpha=0.25,
+    label=f'10-90th percentile ({window}-episode means)',
+  )
   ax.plot(episodes, mean, lw=2, label='mean over histories')
   if optimal_H is not None:
     ax.axhline(1.0, color='k', ls='--', lw=1, label='optimal')
@@ -36,13 +60,19 @@ def source_learning_curve(curve_HxE, optimal_H, title: str, path: str) -> dict:
   fig.tight_layout()
   fig.savefig(path)
   plt.close(fig)
-  last10 = np.nanmean(curve[:, -10:], 1)
+  # Each history's own last ten complete episodes.
+  offsets = np.arange(-10, 0)
+  index_Hx10 = count_H[:, None] + offsets
+  last_Hx10 = np.take_along_axis(curve, np.maximum(index_Hx10, 0), 1)
+  last_Hx10 = np.where(index_Hx10 >= 0, last_Hx10, np.nan)
+  last10 = np.nanmean(last_Hx10, 1)
   summary = {
     'num_histories': int(curve.shape[0]),
     'num_episodes': int(curve.shape[1]),
+    'min_episodes': int(count_H.min()),
     'normalized': optimal_H is not None,
     'mean_first_episode': float(np.nanmean(curve[:, 0])),
-    'mean_last_episode': float(np.nanmean(curve[:, -1])),
+    'mean_last_episode': float(np.nanmean(last_Hx10[:, -1])),
     'mean_last_10_episodes': float(np.nanmean(last10)),
     'min_last_10_episodes': float(np.nanmin(last10)),
     'mean_per_episode': [float(x) for x in mean],
@@ -52,3 +82,233 @@ def source_learning_curve(curve_HxE, optimal_H, title: str, path: str) -> dict:
       np.mean(last10 >= 0.9)
     )
   return summary
+
+
+def bandit_learning_curve(action_HxT, means_HxK, title: str, path: str):
+  """Plots a bandit source's learning: reward per pull and cumulative regret.
+
+  Both use the pulled arm's mean rather than its sampled 0/1 reward, so the
+  curves show what the learner chose, free of Bernoulli noise. Returns the
+  figures, with the keys of `source_learning_curve` (as fractions of the
+  best arm's mean) and the regret.
+  """
+  action = np.asarray(action_HxT)
+  means = np.asarray(means_HxK, np.float64)
+  expected_HxT = np.take_along_axis(means, action, 1)
+  best_H = means.max(1)
+  regret_HxT = np.cumsum(best_H[:, None] - expected_HxT, 1)
+  pulls = np.arange(1, action.shape[1] + 1)
+  fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=120)
+  left.plot(pulls, expected_HxT.mean(0), lw=2, label='mean of pulled arm')
+  left.axhline(best_H.mean(), color='k', ls='--', lw=1, label='best arm')
+  left.axhline(means.mean(), color='grey', ls=':', lw=1, label='random arm')
+  left.set(xlabel='pull', ylabel='expected reward per pull', ylim=(0, 1))
+  left.legend(loc='lower right', fontsize=8)
+  low, high = np.percentile(regret_HxT, [10, 90], axis=0)
+  right.fill_between(pulls, low, high, alpha=0.25, label='10-90th percentile')
+  right.plot(pulls, regret_HxT.mean(0), lw=2, label='mean over histories')
+  # A uniformly random puller loses best - average arm mean on every pull.
+  random_regret = pulls * (best_H - means.mean(1)).mean()
+  right.plot(
+    pulls, random_regret, color='grey', ls=':', lw=1, label='random arm'
+  )
+  right.set(xlabel='pull', ylabel='cumulative regret')
+  right.legend(loc='upper left', fontsize=8)
+  for ax in (left, right):
+    ax.grid(alpha=0.3)
+  fig.suptitle(title, fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)
+  fraction_HxT = expected_HxT / best_H[:, None]
+  last10 = fraction_HxT[:, -10:].mean(1)
+  half = action.shape[1] // 2
+  return {
+    'num_histories': int(action.shape[0]),
+    'num_episodes': int(action.shape[1]),
+    'min_episodes': int(action.shape[1]),
+    'normalized': True,
+    'mean_first_episode': float(fraction_HxT[:, 0].mean()),
+    'mean_last_episode': float(fraction_HxT[:, -1].mean()),
+    'mean_last_10_episodes': float(last10.mean()),
+    'min_last_10_episodes': float(last10.min()),
+    'mean_per_episode': [float(x) for x in fraction_HxT.mean(0)],
+    'fraction_of_histories_reaching_90pct': float(np.mean(last10 >= 0.9)),
+    'mean_best_arm': float(best_H.mean()),
+    'mean_random_arm': float(means.mean()),
+    'mean_cumulative_regret': [float(x) for x in regret_HxT.mean(0)],
+    # Regret added in the second half over the first: 1 is linear, less is
+    # sublinear (a learner that stops paying for exploration).
+    'regret_second_half_over_first': float(
+      (regret_HxT[:, -1] - regret_HxT[:, half - 1]).mean()
+      / regret_HxT[:, half - 1].mean()
+    ),
+  }
+
+
+# In-context evaluation (algdist/evaluate.py writes results.json).
+
+# Plot order and colours of the methods results.json may hold.
+_METHOD_STYLE = {
+  'ad': ('AD', 'tab:blue'),
+  'ed': ('ED', 'tab:orange'),
+  'source': ('source', 'tab:green'),
+  'random': ('random', 'tab:gray'),
+}
+
+
+def _method_label(name: str, entry: dict) -> str:
+  label = _METHOD_STYLE.get(name, (name, None))[0]
+  if name == 'source':
+    label = f'source ({entry.get("algorithm", "?")})'
+    actors = entry.get('episodes_of_experience_per_episode', 1)
+    if actors > 1:
+      # One point per episode of one actor's stream; the learner had
+      # `actors` episodes of experience for each.
+      label += f', {actors} episodes of experience per episode'
+  return label
+
+
+def _ordered_methods(results: dict) -> list[str]:
+  methods = list(results['methods'])
+  known = [m for m in _METHOD_STYLE if m in methods]
+  return known + sorted(m for m in methods if m not in _METHOD_STYLE)
+
+
+def in_context_curves(results: dict, path: str) -> None:
+  """Return per in-context episode, test and train panels, as a PNG.
+
+  Each line is the mean over tasks x seeds, its band one standard deviation
+  either side; the dashed line is the mean optimal return.
+  """
+  splits = [
+    s
+    for s in ('test', 'train')
+    if any(s in r for r in results['methods'].values())
+  ] or ['test']
+  fig, axes = plt.subplots(
+    1, len(splits), figsize=(5.2 * len(splits), 3.8), dpi=120, squeeze=False
+  )
+  for ax, split in zip(axes[0], splits, strict=True):
+    for name in _ordered_methods(results):
+      entry = results['methods'][name].get(split)
+      if entry is None or not entry['episode_returns']:
+        continue
+      mean = np.asarray(entry['episode_returns'])
+      std = np.asarray(entry['episode_returns_std'])
+      episodes = np.arange(1, len(mean) + 1)
+      colour = _METHOD_STYLE.get(name, (name, None))[1]
+      line = ax.plot(
+        episodes, mean, lw=2, color=colour, label=_method_label(name, entry)
+      )[0]
+      ax.fill_between(
+        episodes, mean - std, mean + std, alpha=0.18, color=line.get_color()
+      )
+    optimal = results.get('optimal_return', {}).get(split)
+    if optimal is not None:
+      ax.axhline(optimal, color='k', ls='--', lw=1, label='optimal')
+    some = next(iter(results['methods'].values()), {}).get(split, {})
+    ax.set(
+      xlabel='in-context episode',
+      ylabel='return per episode',
+      title=f'{results["env"]}, {split} tasks '
+      f'({some.get("num_tasks", "?")} tasks x {some.get("num_seeds", "?")} '
+      'seeds)',
+    )
+    ax.title.set_fontsize(9)
+    ax.grid(alpha=0.3)
+    ax.legend(loc='best', fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)
+
+
+def summary_markdown(results: dict) -> str:
+  """A Markdown table: method x split, last-episode return and its fraction
+  of the optimal return."""
+  optimal = results.get('optimal_return', {})
+  lines = [
+    f'# In-context evaluation: {results["env"]}',
+    '',
+    'Return of the *last* in-context episode, mean over tasks x seeds (not '
+    'the best episode); fraction of optimal = that mean / the mean optimal '
+    'return of the same tasks.',
+    '',
+    '| method | split | last-episode return | std | fraction of optimal '
+    '| episodes | tasks x seeds |',
+    '|---|---|---|---|---|---|---|',
+  ]
+  for name in _ordered_methods(results):
+    for split in ('test', 'train'):
+      entry = results['methods'][name].get(split)
+      if entry is None:
+        continue
+      std = entry['episode_returns_std']
+      best = optimal.get(split)
+      last = entry['last_episode_return']
+      if last is None:  # no episode finished in every rollout
+        continue
+      fraction = f'{last / best:.3f}' if best else 'n/a'  # n/a: no optimum
+      lines.append(
+        f'| {_method_label(name, entry)} | {split} | {last:.3f} | '
+        f'{std[-1] if std else float("nan"):.3f} | {fraction} | '
+        f'{len(entry["episode_returns"])} | '
+        f'{entry["num_tasks"]} x {entry["num_seeds"]} |'
+      )
+  for split in ('test', 'train'):
+    if optimal.get(split) is not None:
+      lines.append('')
+      lines.append(
+        f'Optimal return per episode ({split}): {optimal[split]:.3f}'
+      )
+  seconds = results.get('seconds', {})
+  if 'eval' in seconds:
+    lines += ['', f'Evaluation took {seconds["eval"]:.1f} s.']
+  return '\n'.join(lines) + '\n'
+
+
+def write_report(workdir: str) -> dict:
+  """Reads WORKDIR/eval/results.json; writes learning_curves.png and
+  summary.md beside it; returns their paths."""
+  import json  # noqa: PLC0415
+  import os  # noqa: PLC0415
+
+  directory = os.path.join(workdir, 'eval')
+  with open(os.path.join(directory, 'results.json')) as f:
+    results = json.load(f)
+  paths = {
+    'curves': os.path.join(directory, 'learning_curves.png'),
+    'summary': os.path.join(directory, 'summary.md'),
+  }
+  in_context_curves(results, paths['curves'])
+  with open(paths['summary'], 'w') as f:
+    f.write(summary_markdown(results))
+  return paths
+
+
+def rollout_gif(path: str, first_person_TxHxWx3, top_down_TxSxSx3=None, fps=10):
+  """Writes a GIF of a pixel rollout: the agent's view, and a top-down map
+  beside it when given. Returns the path, or None without imageio."""
+  try:
+    import imageio  # noqa: PLC0415
+  except ImportError:
+    import logging  # noqa: PLC0415
+
+    logging.warning('imageio is not installed: no GIF written to %s.', path)
+    return None
+  import os  # noqa: PLC0415
+
+  frames = [np.asarray(first_person_TxHxWx3, np.uint8)]
+  if top_down_TxSxSx3 is not None:
+    frames.append(np.asarray(top_down_TxSxSx3, np.uint8))
+  height = max(f.shape[1] for f in frames)
+  # Pad to a common height (black below), then place side by side.
+  frames = [
+    np.pad(f, ((0, 0), (0, height - f.shape[1]), (0, 0), (0, 0)))
+    for f in frames
+  ]
+  video_TxHxWx3 = np.concatenate(frames, axis=2)
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  # duration: milliseconds per frame (imageio's pillow plugin); loop forever.
+  imageio.mimsave(path, list(video_TxHxWx3), duration=1000 / fps, loop=0)
+  return path

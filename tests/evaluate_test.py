@@ -1,0 +1,266 @@
+"""In-context evaluation: rollouts, baselines, results.json and the report."""
+
+import functools
+import json
+import logging
+import os
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from algdist import envs, evaluate, histories, model, report, sequence, train
+from configs import dark_room
+
+NUM_ACTIONS = 5
+
+
+@functools.cache
+def _tiny(num_layers=1, context_steps=8, obs_encoder='embed'):
+  """A tiny model with random weights, and its params (built once)."""
+  cfg = model.ModelConfig(
+    num_actions=NUM_ACTIONS if obs_encoder == 'embed' else 8,
+    obs_encoder=obs_encoder,
+    obs_vocab=9 if obs_encoder == 'embed' else 0,
+    context_steps=context_steps,
+    num_layers=num_layers,
+    num_heads=2,
+    d_model=16,
+    d_ff=32,
+    dropout=0.0,
+  )
+  net = model.Transformer(cfg)
+  obs = (
+    ((2,), jnp.int32) if obs_encoder == 'embed' else ((72, 96, 3), jnp.uint8)
+  )
+  example = model.example_steps(cfg, *obs)
+  init = jax.jit(lambda key: net.init(key, example, deterministic=True))
+  return net, nn.meta.unbox(init(jax.random.key(1))['params'])
+
+
+def _batched(rollout):
+  """Over seeds [N, S] (shared task) and tasks [N], jitted once."""
+  return jax.vmap(jax.vmap(rollout, (0, None, None)), (0, None, 0))
+
+
+def test_rollout_traces_once_and_has_the_documented_shapes():
+  env, params = envs.make('dark_room')
+  net, weights = _tiny()
+  num_steps = 2 * 20
+  batched = _batched(evaluate.make_rollout(env, net, num_steps))
+
+  def rollouts(keys, weights, tasks):
+    return batched(keys, weights, tasks)
+
+  chex.clear_trace_counter()
+  run = jax.jit(chex.assert_max_traces(rollouts, n=1))
+  tasks = env.tasks(params, 'test', num=3)
+  for seed in range(2):  # a second call must not retrace
+    keys = jax.random.split(jax.random.key(seed), (3, 2))
+    out = run(keys, weights, tasks)
+  chex.assert_shape([out.action, out.reward, out.done], (3, 2, num_steps))
+  assert out.obs is None and out.env_state is None  # not recorded by default
+  assert out.action.dtype == jnp.int32 and out.reward.dtype == jnp.float32
+  assert out.done.dtype == jnp.bool_
+  action = np.asarray(out.action)
+  assert action.min() >= 0 and action.max() < NUM_ACTIONS
+  # Dark Room truncates every 20 steps, whoever acts.
+  done = np.asarray(out.done)
+  assert done[..., 19::20].all() and done.sum() == 3 * 2 * 2
+
+
+def test_episode_returns_count_episodes_from_done():
+  reward = jnp.array([0, 1, 0, 1, 1, 0, 0, 2], jnp.float32)
+  done = jnp.array([0, 1, 0, 0, 1, 1, 0, 0], bool)
+  # Episodes: [0, 1] [2, 3, 4] [5] and [6, 7] unfinished.
+  returns = evaluate.episode_returns(reward, done, 4)
+  np.testing.assert_array_equal(returns[:3], [1.0, 2.0, 0.0])
+  assert np.isnan(returns[3])
+
+
+def _random_walk_return(goal, size=9, horizon=20):
+  """Exact expected return of the uniform policy in Dark Room (numpy)."""
+  prob = np.zeros((size, size))
+  prob[size // 2, size // 2] = 1.0
+  total = 0.0
+  for _ in range(horizon):
+    nxt = np.zeros_like(prob)
+    for dx, dy in [(0, 0), (0, -1), (0, 1), (-1, 0), (1, 0)]:
+      for x in range(size):
+        for y in range(size):
+          nx = min(max(x + dx, 0), size - 1)
+          ny = min(max(y + dy, 0), size - 1)
+          nxt[nx, ny] += prob[x, y] / 5
+    prob = nxt
+    total += prob[goal[0], goal[1]]
+  return total
+
+
+@pytest.mark.parametrize('name', ['dark_room', 'dark_room_hard'])
+def test_oracle_earns_the_optimal_return_in_the_same_rollout(name):
+  env, params = envs.make(name)
+  tasks = env.tasks(params, 'test')
+  num_episodes = 3
+  fn = evaluate.make_returns_fn(
+    env, evaluate.oracle_policy(env), num_episodes, params
+  )
+  num = tasks.goal.shape[0]
+  returns = np.asarray(
+    fn(jax.random.split(jax.random.key(0), (num, 2)), None, tasks)
+  )
+  optimal = np.asarray(env.optimal_return(tasks))
+  # Hard episodes end on the goal, so more than E fit; the first E count.
+  np.testing.assert_array_equal(
+    returns, np.broadcast_to(optimal[:, None, None], returns.shape)
+  )
+
+
+def test_random_policy_earns_the_random_walk_return():
+  env, params = envs.make('dark_room')
+  tasks = env.tasks(params, 'test')
+  num, seeds = tasks.goal.shape[0], 64
+  fn = evaluate.make_returns_fn(
+    env, evaluate.random_policy(NUM_ACTIONS), 2, params
+  )
+  returns = np.asarray(
+    fn(jax.random.split(jax.random.key(0), (num, seeds)), None, tasks)
+  )
+  exact = np.mean([_random_walk_return(g) for g in np.asarray(tasks.goal)])
+  per_task = returns.reshape(num, -1)
+  stderr = np.sqrt(np.sum(per_task.var(1) / per_task.shape[1])) / num
+  assert abs(returns.mean() - exact) < 4 * stderr + 1e-6
+  assert returns.mean() < 0.2 * np.asarray(env.optimal_return(tasks)).mean()
+
+
+def test_cached_and_recomputing_rollouts_choose_the_same_actions():
+  env, params = envs.make('dark_room')
+  # Two layers: after the ring wraps, the recompute window must span what
+  # both layers see (evaluate.exact_window), not just the last L steps.
+  net, weights = _tiny(num_layers=2, context_steps=6)
+  tasks = env.tasks(params, 'test', num=3)
+  keys = jax.random.split(jax.random.key(0), (3, 2))
+  # 40 steps: the 6-step ring buffer wraps many times.
+  actions = [
+    np.asarray(
+      jax.jit(_batched(evaluate.make_rollout(env, net, 40, cached=c)))(
+        keys, weights, tasks
+      ).action
+    )
+    for c in (True, False)
+  ]
+  np.testing.assert_array_equal(actions[0], actions[1])
+  assert len(np.unique(actions[0])) > 1  # sampled, not one constant action
+
+
+def test_prompted_rollout_continues_from_the_demonstration_in_context():
+  env, params = envs.make('dark_room')
+  net, weights = _tiny()
+  task = jax.tree.map(lambda x: x[0], env.tasks(params, 'test', num=1))
+  prompt, episodes = 2, 2
+  rollout = evaluate.make_prompted_rollout(
+    env, net, prompt, episodes, task, temperature=0.0, record=True
+  )
+  out = jax.jit(rollout)(jax.random.key(0), weights, task, 0.0)
+  chex.assert_shape(out.action, ((prompt + episodes) * 20,))
+  returns = evaluate.episode_returns(out.reward, out.done, prompt + episodes)
+  np.testing.assert_array_equal(returns[:prompt], env.optimal_return(task))
+  # The greedy continuation is the full forward pass over the whole
+  # trajectory, demonstration included: the cache held the prompt.
+  steps, _ = sequence.model_inputs(out.history(), NUM_ACTIONS)
+  after = prompt * 20
+  # The same steps from a fresh start: no prompt, no previous action.
+  fresh = jax.tree.map(lambda x: x[after:], steps)
+  fresh = fresh.replace(
+    prev_action=fresh.prev_action.at[0].set(sequence.no_action(NUM_ACTIONS)),
+    prev_reward=fresh.prev_reward.at[0].set(0.0),
+  )
+  forward = lambda s: net.apply(
+    {'params': weights}, jax.tree.map(lambda x: x[None], s), deterministic=True
+  )[0]
+  logits, fresh_logits = jax.jit(lambda a, b: (forward(a), forward(b)))(
+    steps, fresh
+  )
+  np.testing.assert_array_equal(
+    out.action[after:], np.argmax(logits[after:], -1)
+  )
+  # ...which differs from a fresh start on the same steps.
+  assert not np.allclose(logits[after], fresh_logits[0], atol=1e-4)
+
+
+def test_results_json_follows_the_contract_and_the_report_is_written(
+  tmp_path, caplog
+):
+  config = dark_room.get_config('smoke')
+  # Two updates and no validation pass: this test is about evaluation.
+  config.train.update(num_steps=2, warmup_steps=1, checkpoint_every=2)
+  config.data.num_validation_windows = 0
+  workdir = str(tmp_path)
+  histories.generate(
+    histories.spec_from_config(config),
+    os.path.join(workdir, 'histories'),
+    progress=False,
+  )
+  train.train_and_evaluate(config, workdir, 'ad', progress=False)
+  with caplog.at_level(logging.WARNING):
+    results = evaluate.evaluate(config, workdir, progress=False)
+  assert any('Skipping ed' in r.getMessage() for r in caplog.records)
+
+  with open(os.path.join(workdir, 'eval', 'results.json')) as f:
+    saved = json.load(f)
+  assert saved == json.loads(json.dumps(results))
+  e = config.evaluation
+  assert saved['env'] == 'dark_room'
+  assert set(saved['optimal_return']) == {'test', 'train'}
+  assert all(isinstance(v, float) for v in saved['optimal_return'].values())
+  assert set(saved['methods']) == {'ad', 'source', 'random'}  # ed: skipped
+  for method, by_split in saved['methods'].items():
+    assert set(by_split) == {'test', 'train'}, method
+    for entry in by_split.values():
+      assert len(entry['episode_returns']) == e.num_episodes
+      assert len(entry['episode_returns_std']) == e.num_episodes
+      assert entry['last_episode_return'] == entry['episode_returns'][-1]
+      assert (entry['num_tasks'], entry['num_seeds']) == (2, e.num_seeds)
+      assert all(np.isfinite(entry['episode_returns']))
+  source = saved['methods']['source']['test']
+  assert source['episodes_of_experience_per_episode'] == 4  # smoke actors
+  assert saved['seconds']['eval'] > 0
+
+  with np.load(os.path.join(workdir, 'eval', 'returns.npz')) as raw:
+    assert raw['ad_test'].shape == (2, e.num_seeds, e.num_episodes)
+    np.testing.assert_allclose(
+      raw['random_train'].mean((0, 1)),
+      saved['methods']['random']['train']['episode_returns'],
+      rtol=1e-6,
+    )
+    assert raw['optimal_test'].shape == (2,)
+
+  # Paper Fig. 5: prompts from an optimal and a uniform demonstrator.
+  prompted = evaluate.evaluate_prompts(config, workdir, epsilons=(0.0, 1.0))
+  rows = prompted['methods']['ad']
+  assert [r['epsilon'] for r in rows] == [0.0, 1.0]
+  assert rows[0]['prompt_return'] == pytest.approx(prompted['optimal_return'])
+  assert rows[1]['prompt_return'] < rows[0]['prompt_return']
+  assert len(rows[0]['episode_returns']) == e.num_episodes
+  assert os.path.exists(os.path.join(workdir, 'eval', 'prompted.json'))
+
+  paths = report.write_report(workdir)
+  assert os.path.getsize(paths['curves']) > 10_000
+  summary = open(paths['summary']).read()
+  assert '| AD | test |' in summary and '| random | train |' in summary
+
+
+def test_rollout_gif_puts_the_two_views_side_by_side(tmp_path):
+  imageio = pytest.importorskip('imageio')
+  # Frames differ from one another (GIF writers merge identical ones).
+  first_person = np.broadcast_to(
+    np.arange(5, dtype=np.uint8)[:, None, None, None] * 40, (5, 72, 96, 3)
+  )
+  top_down = np.full((5, 64, 64, 3), 200, np.uint8)
+  path = report.rollout_gif(str(tmp_path / 'a.gif'), first_person, top_down)
+  frames = imageio.mimread(path)
+  assert len(frames) == 5
+  assert frames[0].shape[:2] == (72, 96 + 64)
+  assert frames[2][0, 0, 0] == 80 and frames[2][0, 100, 0] == 200
