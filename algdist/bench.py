@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib.util
 import json
+import os
 import statistics
 import sys
 import time
@@ -18,8 +20,9 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from algdist import agents, envs
+from algdist import agents, envs, evaluate, model, sequence, sharding, train
 
 
 def time_call(fn: Callable[[], object], repeats: int = 3) -> float:
@@ -139,6 +142,100 @@ def bench_vmap_speedup(
   )
 
 
+def load_config(name: str, preset: str | None = None):
+  """configs/<name>.py's get_config(preset), from the repository checkout."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  path = os.path.join(root, 'configs', f'{name}.py')
+  spec = importlib.util.spec_from_file_location(f'configs.{name}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(preset)
+
+
+# bf16 dense matmul peak per chip, FLOP/s, for MFU (vendor data sheets).
+PEAK_FLOPS = {
+  'H100': 989e12,  # SXM; the PCIe card is 756e12
+  'H200': 989e12,
+  'A100': 312e12,
+  'TPU v4': 275e12,
+  'TPU v5 lite': 197e12,
+  'TPU v5p': 459e12,
+}
+
+
+def _peak_flops(device) -> float | None:
+  kind = getattr(device, 'device_kind', '')
+  for name, flops in PEAK_FLOPS.items():
+    if name.lower() in kind.lower():
+      return flops
+  return None
+
+
+def bench_train_tokens(env_name: str, attention_impl: str | None = None):
+  """train_tokens_per_s/<env>: the default config's model, one jitted update.
+
+  Batches are random inputs of the right shapes (the loader is not timed:
+  on the device it is one gather). On an accelerator the row also carries
+  MFU against the chip's bf16 peak.
+  """
+  config = load_config(env_name)
+  config.model.attention_impl = attention_impl
+  cfg, obs = train.model_config(config)
+  net = model.Transformer(cfg)
+  optimizer, schedule = train.make_optimizer(config.train)
+  s = config.sharding
+  mesh = sharding.make_mesh(s.mesh_shape, s.mesh_axes)
+  rules = tuple(tuple(r) for r in s.rules)
+  batch, steps = config.train.batch_size, config.data.window_steps
+  rng = np.random.default_rng(0)
+  high = max(cfg.obs_vocab, 1) if obs.dtype != np.uint8 else 256
+  inputs = sequence.make_step(
+    rng.integers(0, high, (batch, steps, *obs.shape)).astype(obs.dtype),
+    rng.integers(0, cfg.num_actions + 1, (batch, steps)),
+    rng.random((batch, steps)),
+    rng.random((batch, steps)) < 0.05,
+  )
+  target = rng.integers(0, cfg.num_actions, (batch, steps)).astype(np.int32)
+  with jax.set_mesh(mesh):
+    init, abstract = train.state_layout(
+      net,
+      optimizer,
+      train.dummy_steps(obs.shape, obs.dtype, 1, steps),
+      mesh,
+      rules,
+    )
+    state = train.init_state(init, abstract, seed=0)
+    shard = lambda x: sharding.batch_sharding(mesh, rules, x.ndim)
+    data = jax.device_put(
+      (inputs, target), jax.tree.map(shard, (inputs, target))
+    )
+    step = jax.jit(
+      train.make_train_step(net, optimizer, schedule), donate_argnums=0
+    )
+    holder = [state]
+
+    def update():
+      holder[0], metrics = step(holder[0], data)
+      return metrics
+
+    seconds = time_call(update, repeats=5)
+  tokens_per_s = batch * steps / seconds
+  flops = model.flops_per_token(cfg, obs.shape) * tokens_per_s
+  row = dict(
+    value=tokens_per_s,
+    unit='tokens/s',
+    params=model.num_params(state.params),
+    batch=batch,
+    window_steps=steps,
+    dtype=cfg.dtype,
+    tflops_per_s=round(flops / 1e12, 4),
+  )
+  peak = _peak_flops(jax.devices()[0])
+  if peak is not None:
+    row['mfu'] = flops / (peak * jax.device_count())
+  return row
+
+
 def benchmarks() -> dict[str, Callable[[], dict]]:
   """Every benchmark by name; each returns its row without name/backend."""
   table = {}
@@ -169,6 +266,22 @@ def benchmarks() -> dict[str, Callable[[], dict]]:
   table['vmap_speedup/ppo/dark_room'] = functools.partial(
     bench_vmap_speedup, 'ppo', 'dark_room', 64, num_actors=1, num_updates=20
   )
+  # The default model of each experiment with a transformer config.
+  for env_name in ('dark_room',):
+    table[f'train_tokens_per_s/{env_name}'] = functools.partial(
+      bench_train_tokens, env_name
+    )
+    if jax.default_backend() == 'gpu':
+      for impl in ('xla', 'cudnn'):
+        table[f'train_tokens_per_s/{env_name}/{impl}'] = functools.partial(
+          bench_train_tokens, env_name, impl
+        )
+  # In-context rollouts of the Dark Room default model, 64 in parallel.
+  for context in (256, 1024):
+    for name, cached in (('kv_cache', True), ('recompute', False)):
+      table[f'eval_steps_per_s/{name}/{context}'] = functools.partial(
+        evaluate.bench_eval_steps, context, cached
+      )
   return table
 
 

@@ -360,10 +360,19 @@ def _verify_file(shard: str, file: str, info: dict) -> None:
     )
 
 
-def episode_return_curve(history: base.History, length, num_episodes: int):
+def episode_return_curve(
+  history: base.History,
+  length,
+  num_episodes: int,
+  max_episode_steps: int | None = None,
+):
   """Return of each of the first `num_episodes` episodes, per history [H, E].
 
-  Episodes past a history's end are NaN.
+  Episodes past a history's end are NaN, and so is a last episode cut off
+  by the end of the history: one shorter than `max_episode_steps` (with
+  None, the last episode always counts). An episode that ended early on the
+  history's very last step is indistinguishable from a cut one, and is
+  dropped too.
   """
 
   def one(h, n):
@@ -372,11 +381,18 @@ def episode_return_curve(history: base.History, length, num_episodes: int):
     returns = jax.ops.segment_sum(
       jnp.where(valid, h.reward, 0.0), episode, num_episodes + 1
     )[:num_episodes]
-    # An episode counts once it finished inside the valid steps.
-    ends = jax.ops.segment_sum(
+    steps = jax.ops.segment_sum(
       valid.astype(jnp.int32), episode, num_episodes + 1
     )[:num_episodes]
-    return jnp.where(ends > 0, returns, jnp.nan)
+    started = steps > 0
+    # Only the last started episode can be cut off; the others ended where
+    # the next one started.
+    is_last = jnp.arange(num_episodes) == started.sum() - 1
+    if max_episode_steps is None:
+      complete = started
+    else:
+      complete = started & (~is_last | (steps >= max_episode_steps))
+    return jnp.where(complete, returns, jnp.nan)
 
   small = base.History(
     obs=jnp.zeros(history.action.shape, jnp.int8),
@@ -411,20 +427,35 @@ def generate_and_report(config, workdir: str, progress: bool = True) -> dict:
   directory = os.path.join(workdir, 'histories')
   manifest = generate(spec, directory, progress=progress)
   _, history, length, task_index = load(directory, verify=False)
-  num_episodes = int(np.asarray(history.episode_start).sum(-1).max())
-  curve_HxE = np.asarray(episode_return_curve(history, length, num_episodes))
+  title = (
+    f'{spec.algorithm} on {spec.env}: {manifest["num_histories"]} '
+    'learning histories'
+  )
+  path = os.path.join(directory, 'learning_curve.png')
   env, params = envs.make(spec.env, **spec.env_overrides)
+  if spec.env == 'adversarial_bandit':
+    # A pull is an episode: plot reward per pull and regret from the arm
+    # means rather than 0/1 samples, over the pulls every history kept.
+    means_HxK = np.asarray(manifest['tasks']['means'])[task_index]
+    summary = report.bandit_learning_curve(
+      history.action[:, : int(np.min(length))], means_HxK, title, path
+    )
+    _write_json(os.path.join(directory, 'learning_curve.json'), summary)
+    return manifest
+  num_episodes = int(np.asarray(history.episode_start).sum(-1).max())
+  curve_HxE = np.asarray(
+    episode_return_curve(
+      history,
+      length,
+      num_episodes,
+      getattr(params, 'max_steps_in_episode', None),
+    )
+  )
   tasks = envs.base.batch_replace(params, **manifest['tasks'])
   try:
     optimal_H = np.asarray(env.optimal_return(tasks))[task_index]
   except NotImplementedError:
     optimal_H = None
-  summary = report.source_learning_curve(
-    curve_HxE,
-    optimal_H,
-    title=f'{spec.algorithm} on {spec.env}: {manifest["num_histories"]} '
-    'learning histories',
-    path=os.path.join(directory, 'learning_curve.png'),
-  )
+  summary = report.source_learning_curve(curve_HxE, optimal_H, title, path)
   _write_json(os.path.join(directory, 'learning_curve.json'), summary)
   return manifest

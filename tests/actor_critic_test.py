@@ -132,6 +132,17 @@ def test_annealed_step_size_changes_the_run(tiny):
     chex.assert_trees_all_close(annealed.params, plain.params)
 
 
+def test_observed_episode_return_is_one_more_input(tiny):
+  config = dataclasses.replace(tiny['config'], observe_episode_return=True)
+  train = jax.jit(tiny['make_train'](config, tiny['env']))
+  state, history = train(jax.random.key(0), tiny['params'])
+  # Dark Room's (x, y) as two one-hot codes of 9, then the return so far.
+  kernel = state.params['params']['Dense_0']['kernel']
+  chex.assert_shape(kernel, (2 * 9 + 1, config.hidden[0]))
+  chex.assert_tree_all_finite(state.params)
+  chex.assert_shape(history.action, (2, config.steps_per_stream))
+
+
 @pytest.mark.parametrize(
   'field, value',
   [

@@ -202,3 +202,25 @@ def test_killed_generation_resumes_to_the_identical_dataset(tmp_path):
   assert resumed == _checksums(os.path.join(clean, 'histories'))
   # The shards finished before the kill were kept, not redone.
   assert os.stat(kept).st_mtime_ns == kept_mtime
+
+
+def test_return_curve_drops_a_last_episode_cut_off_by_the_history_end():
+  # Episodes of at most 4 steps: [0-3] full, [4-5] ended early (a door),
+  # [6-7] cut off by the end of the history.
+  starts = jnp.zeros(8, bool).at[jnp.array([0, 4, 6])].set(True)
+  h = base.History(
+    obs=jnp.zeros((1, 8, 2), jnp.int32),
+    action=jnp.zeros((1, 8), jnp.int32),
+    reward=jnp.arange(8, dtype=jnp.float32)[None],
+    episode_start=starts[None],
+  )
+  length = jnp.array([8])
+  curve = histories.episode_return_curve(h, length, 4, max_episode_steps=4)
+  np.testing.assert_array_equal(curve, [[6.0, 9.0, np.nan, np.nan]])
+  # A last episode of the full length is complete; without a maximum it
+  # always counts.
+  full = histories.episode_return_curve(h, jnp.array([6]), 4, 2)
+  np.testing.assert_array_equal(full, [[6.0, 9.0, np.nan, np.nan]])
+  np.testing.assert_array_equal(
+    histories.episode_return_curve(h, length, 3), [[6.0, 9.0, 13.0]]
+  )

@@ -45,6 +45,12 @@ class Config:
   # Off by default: with no reward seen yet, normalising blows noise up to
   # unit scale and the policy collapses before it finds the goal.
   normalize_advantages: bool = False  # per minibatch, to unit scale
+  # The networks also see the return collected so far in the episode (a
+  # float): one number of memory. On Key-to-Door it says whether the key is
+  # held, which the (x, y) observation does not; a memoryless policy must
+  # then act the same on a cell before and after the key, and stalls below
+  # the optimum.
+  observe_episode_return: bool = False
 
   @property
   def steps_per_stream(self) -> int:
@@ -158,11 +164,19 @@ def make_train(config: Config, env):
     net = ActorCritic(env.action_space(task).n, config.hidden)
     key_init, key_reset, key_run = jax.random.split(key, 3)
     actors = base.reset_actors(env, task, key_reset, config.num_actors)
-    params = net.init(key_init, encode(actors.obs))
-    policy = lambda p, obs: net.apply(p, encode(obs))
+
+    def features(obs, ep_return):
+      x = encode(obs)
+      if config.observe_episode_return:
+        x = jnp.concatenate([x, ep_return[:, None]], -1)
+      return x
+
+    ep_return = jnp.zeros((config.num_actors,), jnp.float32)
+    params = net.init(key_init, features(actors.obs, ep_return))
+    policy = lambda p, obs, ep_ret: net.apply(p, features(obs, ep_ret))
 
     def loss_fn(params, mb):
-      logits, value = policy(params, mb['obs'])
+      logits, value = policy(params, mb['obs'], mb['ep_return'])
       logp_all = jax.nn.log_softmax(logits)
       logp = jnp.take_along_axis(logp_all, mb['action'][:, None], -1)[:, 0]
       ratio = jnp.exp(logp - mb['logp'])
@@ -195,23 +209,25 @@ def make_train(config: Config, env):
       state, _ = jax.lax.scan(_minibatch_step, state, shuffled)
       return (state, data), None
 
-    def _env_step(actors, key_and_params):
+    def _env_step(actors_and_return, key_and_params):
+      actors, ep_ret = actors_and_return
       key, params = key_and_params
       key_act, key_env = jax.random.split(key)
-      logits, value = policy(params, actors.obs)
+      logits, value = policy(params, actors.obs, ep_ret)
       action = jax.random.categorical(key_act, logits)
       logp = jax.nn.log_softmax(logits)[jnp.arange(action.shape[0]), action]
       actors, step = base.step_actors(env, task, key_env, actors, action)
-      return actors, (step, logp, value)
+      next_ret = jnp.where(step.done, 0.0, ep_ret + step.reward)
+      return (actors, next_ret), (step, ep_ret, logp, value)
 
     def _update_step(carry, key):
-      state, actors = carry
+      state, actors, ep_ret = carry
       key_roll, key_epochs = jax.random.split(key)
       keys = jax.random.split(key_roll, config.rollout_len)
-      actors, (steps, logp, value) = jax.lax.scan(
-        lambda a, k: _env_step(a, (k, state.params)), actors, keys
+      (actors, ep_ret), (steps, ep_ret_RxA, logp, value) = jax.lax.scan(
+        lambda a, k: _env_step(a, (k, state.params)), (actors, ep_ret), keys
       )
-      _, last_value = policy(state.params, actors.obs)
+      _, last_value = policy(state.params, actors.obs, ep_ret)
       adv, target = gae(
         steps.reward,
         value,
@@ -223,6 +239,7 @@ def make_train(config: Config, env):
       flat = lambda x: x.reshape((batch,) + x.shape[2:])
       data = dict(
         obs=flat(steps.obs),
+        ep_return=flat(ep_ret_RxA),
         action=flat(steps.action),
         logp=flat(logp),
         adv=flat(adv),
@@ -233,12 +250,12 @@ def make_train(config: Config, env):
         (state, data),
         jax.random.split(key_epochs, config.num_epochs),
       )
-      return (state, actors), steps.history()
+      return (state, actors, ep_ret), steps.history()
 
     state = LearnerState(params, tx.init(params))
-    (state, _), history_UxRxA = jax.lax.scan(
+    (state, _, _), history_UxRxA = jax.lax.scan(
       _update_step,
-      (state, actors),
+      (state, actors, ep_return),
       jax.random.split(key_run, config.num_updates),
     )
     # [U, R, A, ...] -> [A, U * R, ...]: one stream per actor, in time order.
