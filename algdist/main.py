@@ -47,6 +47,65 @@ def default_workdir(config_path: str, preset: str) -> str:
   )
 
 
+# Sections whose change makes a workdir's histories or checkpoints stale.
+# 'evaluation' may change freely (eval runs again); 'sharding' too (orbax
+# restores a checkpoint into any layout).
+_FIXED_SECTIONS = (
+  'preset',
+  'env',
+  'source',
+  'histories',
+  'model',
+  'data',
+  'train',
+  'ed',
+)
+
+
+def _flatten(tree, prefix=''):
+  if not isinstance(tree, dict):
+    return {prefix: tree}
+  out = {}
+  for key, value in tree.items():
+    out.update(_flatten(value, f'{prefix}.{key}' if prefix else key))
+  return out
+
+
+def config_changes(config, workdir: str) -> dict[str, tuple]:
+  """Fields whose value differs from the workdir's config.json: old, new."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    old = _flatten(json.load(f))
+  new = _flatten(json.loads(config.to_json_best_effort()))
+  return {
+    k: (old.get(k), new.get(k))
+    for k in sorted(set(old) | set(new))
+    if old.get(k) != new.get(k)
+  }
+
+
+def check_workdir(config, workdir: str) -> dict[str, tuple]:
+  """Refuses a workdir made with another config; returns the changes.
+
+  Only changes to sections that later stages may rerun are allowed.
+  """
+  changes = config_changes(config, workdir)
+  fixed = {
+    k: v for k, v in changes.items() if k.split('.')[0] in _FIXED_SECTIONS
+  }
+  if fixed:
+    lines = '\n'.join(
+      f'  {k}: {old!r} -> {new!r}' for k, (old, new) in fixed.items()
+    )
+    raise ValueError(
+      f'{workdir} holds a run of another configuration:\n{lines}\n'
+      'Use another --workdir for this one, or delete that workdir.'
+    )
+  return changes
+
+
 def write_config(config, workdir: str) -> None:
   """Records the resolved config in the workdir (WORKDIR/config.json)."""
   os.makedirs(workdir, exist_ok=True)
@@ -58,6 +117,11 @@ def write_config(config, workdir: str) -> None:
 
 def run(config, workdir: str, mode: str = 'all') -> None:
   """Runs `mode` (one stage, or all of them) of the experiment in `workdir`."""
+  changes = check_workdir(config, workdir)
+  results = os.path.join(workdir, 'eval', 'results.json')
+  # Evaluation is the one stage with no resume of its own: skip it when its
+  # results exist for exactly this config.
+  eval_done = os.path.exists(results) and not changes
   write_config(config, workdir)
   stages = STAGES if mode == 'all' else (mode,)
   if 'generate' in stages:
@@ -87,6 +151,7 @@ def run(config, workdir: str, mode: str = 'all') -> None:
   if 'train' in stages:
     for method in config.train.methods:
       summary = train.train_and_evaluate(config, workdir, method)
+      eval_done = eval_done and summary['updates_run'] == 0
       print(
         f'{method}: {summary["step"]} updates, {summary["num_params"]:,} '
         f'parameters, loss {summary.get("loss", float("nan")):.3f}, held-out '
@@ -94,8 +159,9 @@ def run(config, workdir: str, mode: str = 'all') -> None:
         'constant action '
         f'{summary.get("val_constant_action_accuracy", float("nan")):.3f})'
       )
+    report.training_curves(workdir, config.train.methods)
 
-  if 'eval' in stages:
+  if 'eval' in stages and (mode == 'eval' or not eval_done):
     evaluate.evaluate(config, workdir)
   if 'report' in stages:
     files = report.write_report(workdir)

@@ -312,3 +312,84 @@ def rollout_gif(path: str, first_person_TxHxWx3, top_down_TxSxSx3=None, fps=10):
   # duration: milliseconds per frame (imageio's pillow plugin); loop forever.
   imageio.mimsave(path, list(video_TxHxWx3), duration=1000 / fps, loop=0)
   return path
+
+
+def training_curves(workdir: str, methods=('ad', 'ed')) -> str | None:
+  """Plots loss and action accuracy, train and held-out, per method.
+
+  Reads WORKDIR/metrics/train_<method>.jsonl; writes
+  WORKDIR/metrics/training_curves.png and returns its path (None when no
+  method has metrics yet).
+  """
+  import json  # noqa: PLC0415
+  import os  # noqa: PLC0415
+
+  rows = {}
+  for method in methods:
+    path = os.path.join(workdir, 'metrics', f'train_{method}.jsonl')
+    if os.path.exists(path):
+      with open(path) as f:
+        rows[method] = [json.loads(line) for line in f]
+  if not rows:
+    return None
+  fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=120)
+  for i, (method, table) in enumerate(rows.items()):
+    color = f'C{i}'
+    steps = [r['step'] for r in table]
+    ax_loss.plot(
+      steps,
+      [r['loss'] for r in table],
+      color=color,
+      alpha=0.5,
+      label=f'{method.upper()} train',
+    )
+    ax_acc.plot(
+      steps,
+      [r['accuracy'] for r in table],
+      color=color,
+      alpha=0.5,
+      label=f'{method.upper()} train',
+    )
+    val = [r for r in table if 'val_loss' in r]
+    if val:
+      vsteps = [r['step'] for r in val]
+      ax_loss.plot(
+        vsteps,
+        [r['val_loss'] for r in val],
+        color=color,
+        marker='o',
+        ms=3,
+        label=f'{method.upper()} held-out',
+      )
+      ax_acc.plot(
+        vsteps,
+        [r['val_accuracy'] for r in val],
+        color=color,
+        marker='o',
+        ms=3,
+        label=f'{method.upper()} held-out',
+      )
+      ax_acc.axhline(
+        val[-1]['val_constant_action_accuracy'],
+        color=color,
+        ls=':',
+        lw=1,
+        label=f'{method.upper()} best constant action',
+      )
+  ax_loss.set(
+    xlabel='update', ylabel='cross-entropy (nats)', title='next-action loss'
+  )
+  ax_acc.set(
+    xlabel='update',
+    ylabel='accuracy',
+    title='next-action accuracy',
+    ylim=(0, 1),
+  )
+  for ax in (ax_loss, ax_acc):
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+  fig.tight_layout()
+  path = os.path.join(workdir, 'metrics', 'training_curves.png')
+  fig.savefig(path)
+  plt.close(fig)
+  return path

@@ -573,6 +573,7 @@ def train_and_evaluate(
   return {
     'method': method,
     'step': int(state.step),
+    'updates_run': int(state.step) - start,
     'num_params': model.num_params(state.params),
     'model': dataclasses.asdict(cfg),
     **last,

@@ -58,7 +58,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   # minutes; 80 steps of context span four 20-step episodes.
   config.model = config_lib.model(context_steps=80)
   config.data = config_lib.data(window_steps=160, validation_tasks=0.1)
-  config.train = config_lib.train(num_steps=4000, batch_size=64)
+  config.train = config_lib.train(num_steps=1500, batch_size=32)
   config.ed = config_lib.ed(expert_episodes=10)  # the last 10 of 100 episodes
   config.sharding = config_lib.sharding()
   config.evaluation = config_lib.evaluation(num_episodes=40)
