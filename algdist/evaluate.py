@@ -646,10 +646,11 @@ def evaluate(config, workdir: str, progress: bool = True) -> dict:
   }
   directory = os.path.join(workdir, 'eval')
   path = os.path.join(directory, 'results.json')
+  # Earlier stages' wall times, as the command line records them.
   seconds = {}
-  if os.path.exists(path):
-    with open(path) as f:
-      seconds = json.load(f).get('seconds', {})
+  if os.path.exists(os.path.join(workdir, 'seconds.json')):
+    with open(os.path.join(workdir, 'seconds.json')) as f:
+      seconds = json.load(f)
   results['seconds'] = {**seconds, 'eval': time.perf_counter() - start}
   if jax.process_index() == 0:
     os.makedirs(directory, exist_ok=True)

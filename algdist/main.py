@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 
 from absl import app, flags
 from absl import logging as absl_logging
@@ -115,6 +116,20 @@ def write_config(config, workdir: str) -> None:
   os.replace(path + '.tmp', path)
 
 
+def record_seconds(workdir: str, stage: str, seconds: float, add: bool):
+  """Sets (or adds to) a stage's wall time in WORKDIR/seconds.json, which
+  results.json reports."""
+  path = os.path.join(workdir, 'seconds.json')
+  table = {}
+  if os.path.exists(path):
+    with open(path) as f:
+      table = json.load(f)
+  table[stage] = seconds + (table.get(stage, 0.0) if add else 0.0)
+  with open(path + '.tmp', 'w') as f:
+    json.dump(table, f)
+  os.replace(path + '.tmp', path)
+
+
 def run(config, workdir: str, mode: str = 'all') -> None:
   """Runs `mode` (one stage, or all of them) of the experiment in `workdir`."""
   changes = check_workdir(config, workdir)
@@ -126,6 +141,8 @@ def run(config, workdir: str, mode: str = 'all') -> None:
   stages = STAGES if mode == 'all' else (mode,)
   if 'generate' in stages:
     manifest = histories.generate_and_report(config, workdir)
+    # The manifest counts generation time across resumes itself.
+    record_seconds(workdir, 'generate', manifest['seconds'], add=False)
     logging.info(
       'Histories: %d x %d steps in %s/histories.',
       manifest['num_histories'],
@@ -150,7 +167,11 @@ def run(config, workdir: str, mode: str = 'all') -> None:
 
   if 'train' in stages:
     for method in config.train.methods:
+      start = time.perf_counter()
       summary = train.train_and_evaluate(config, workdir, method)
+      if summary['updates_run']:
+        seconds = time.perf_counter() - start
+        record_seconds(workdir, 'train', seconds, add=True)
       eval_done = eval_done and summary['updates_run'] == 0
       print(
         f'{method}: {summary["step"]} updates, {summary["num_params"]:,} '

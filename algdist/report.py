@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+
 import matplotlib
 
 matplotlib.use('Agg')  # files only; no display needed
@@ -270,9 +274,6 @@ def summary_markdown(results: dict) -> str:
 def write_report(workdir: str) -> dict:
   """Reads WORKDIR/eval/results.json; writes learning_curves.png and
   summary.md beside it; returns their paths."""
-  import json  # noqa: PLC0415
-  import os  # noqa: PLC0415
-
   directory = os.path.join(workdir, 'eval')
   with open(os.path.join(directory, 'results.json')) as f:
     results = json.load(f)
@@ -292,12 +293,8 @@ def rollout_gif(path: str, first_person_TxHxWx3, top_down_TxSxSx3=None, fps=10):
   try:
     import imageio  # noqa: PLC0415
   except ImportError:
-    import logging  # noqa: PLC0415
-
     logging.warning('imageio is not installed: no GIF written to %s.', path)
     return None
-  import os  # noqa: PLC0415
-
   frames = [np.asarray(first_person_TxHxWx3, np.uint8)]
   if top_down_TxSxSx3 is not None:
     frames.append(np.asarray(top_down_TxSxSx3, np.uint8))
@@ -321,9 +318,6 @@ def training_curves(workdir: str, methods=('ad', 'ed')) -> str | None:
   WORKDIR/metrics/training_curves.png and returns its path (None when no
   method has metrics yet).
   """
-  import json  # noqa: PLC0415
-  import os  # noqa: PLC0415
-
   rows = {}
   for method in methods:
     path = os.path.join(workdir, 'metrics', f'train_{method}.jsonl')
