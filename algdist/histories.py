@@ -15,7 +15,7 @@ On disk (`WORKDIR/histories/`):
               length.npy   [H] int32 valid steps (T unless subsampled)
               task_index.npy [H] int32 row of the manifest's task table
 Plain .npy files (no pickle): they memory-map, so a random window is read
-without touching the rest of the file (see BENCHMARKS.md for the figures).
+without touching the rest of the file (the streamed loader relies on it).
 Every file's sha256 is in the manifest and is checked on load.
 
 Letters: H histories in a shard, T steps, O observation shape.
