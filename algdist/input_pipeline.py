@@ -53,7 +53,7 @@ def select_histories(
   length_H: np.ndarray,
   task_index_H: np.ndarray,
   *,
-  context_steps: int,
+  window_steps: int,
   validation_tasks: float,
   expert_episodes: int,
   seed: int,
@@ -93,12 +93,12 @@ def select_histories(
         )
       first[h] = begins[-expert_episodes]
   span = length_H - first
-  if span.min() < context_steps:
+  if span.min() < window_steps:
     h = int(np.argmin(span))
     raise ValueError(
       f'History {h} offers {int(span[h])} steps to window, fewer than '
-      f'model.context_steps={context_steps}. Shorten the context, keep more '
-      'expert episodes, or generate longer histories.'
+      f'data.window_steps={window_steps}. Shorten the windows, raise '
+      'ed.expert_episodes (for ED), or generate longer histories.'
     )
   return Selection(
     train=np.flatnonzero(~is_val),
@@ -123,7 +123,7 @@ def device_data(
   rows: np.ndarray,
   selection: Selection,
   num_actions: int,
-  context_steps: int,
+  window_steps: int,
 ) -> DeviceData:
   """Model inputs of histories `rows`, copied to the default device(s)."""
   sub = jax.tree.map(lambda x: np.asarray(x[rows]), history)
@@ -132,7 +132,7 @@ def device_data(
     steps=jax.tree.map(jnp.asarray, steps),
     target=jnp.asarray(target),
     first_step=jnp.asarray(selection.first_step[rows]),
-    last_start=jnp.asarray(selection.length[rows] - context_steps),
+    last_start=jnp.asarray(selection.length[rows] - window_steps),
   )
 
 

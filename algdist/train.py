@@ -395,7 +395,7 @@ def setup(config, workdir: str, method: str) -> Run:
     history,
     length,
     task_index,
-    context_steps=run_window_steps(config, cfg),
+    window_steps=run_window_steps(config, cfg),
     validation_tasks=config.data.validation_tasks,
     expert_episodes=expert_episodes(config, method),
     seed=config.data.seed,

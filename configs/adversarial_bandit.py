@@ -1,21 +1,32 @@
 """Adversarial Bandit: 10 Bernoulli arms; the best arm moves between splits.
 
 Commands (from the repository root):
+  python -m algdist.main --config configs/adversarial_bandit.py  # every stage
   python -m algdist.main --config configs/adversarial_bandit.py --mode generate
+  python -m algdist.main --config configs/adversarial_bandit.py --mode train
+  python -m algdist.main --config configs/adversarial_bandit.py --mode eval
+  python -m algdist.main --config configs/adversarial_bandit.py --mode report
   python -m algdist.main --config configs/adversarial_bandit.py:smoke \
       --workdir /tmp/bandit
   python -m algdist.main --config configs/adversarial_bandit.py:paper
+The default workdir is runs/adversarial_bandit[-PRESET]; `--mode all` (the
+default) runs generate -> train (AD, then ED) -> eval -> report, skipping
+finished stages.
 
-Presets: `smoke` (seconds; tests use it), default (a laptop CPU, seconds
-here: UCB is cheap), `paper` (many more training bandits; still a CPU job).
+Presets: `smoke` (seconds; tests use it), default (a laptop CPU: seconds to
+generate, as UCB is cheap, minutes to train), `paper` (many more training
+bandits and the paper's model; histories are still a CPU job).
 
 Expected (default, 2-core CPU): 2,048 UCB histories of 100 pulls (a pull is
 an episode), the mean reward per pull rising from the average arm's (about
 0.5) toward the best arm's (about 0.9) with cumulative regret growing
-sublinearly, in seconds.
+sublinearly, in seconds. AD and ED in-context results (eval/summary.md)
+will be filled in here once measured.
 """
 
 import ml_collections
+
+from algdist import config_lib
 
 
 def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
@@ -51,10 +62,48 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   config.histories.subsample_every = 1  # keep every k-th episode
   config.histories.seed = 0  # seeds the bandits drawn and learners
 
+  # AD: the paper's Dark Room model (embedding 64, 4 layers, 4 heads) with a
+  # narrower feed-forward (256, not 2048) for a CPU. A history is only 100
+  # pulls, and ED's windows must fit in its expert pulls, so: 50 pulls of
+  # context (4 layers reach back 4 x 49 + 1 = 197 pulls, the whole
+  # rollout), windows of 60 (10 pulls of the sliding-window attention that
+  # evaluation's cache runs past pull 50), and the last 60 pulls as ED's
+  # expert episodes. AD's windows start anywhere in pulls 0-40; ED's one
+  # window per history is pulls 40-99, after UCB has tried every arm about
+  # 4 times. Windows of 100 would need all 100 pulls for ED: ED = AD.
+  config.model = config_lib.model(context_steps=50)
+  config.data = config_lib.data(window_steps=60, validation_tasks=0.1)
+  # About 5 minutes per method on a 2-core CPU: 2,000 x 64 x 60 = 7.7M
+  # tokens at the 28,000 tokens/s measured (shared machine, load 1).
+  config.train = config_lib.train(
+    num_steps=2000, batch_size=64, warmup_steps=200
+  )
+  config.ed = config_lib.ed(expert_episodes=60)  # the last 60 of 100 pulls
+  config.sharding = config_lib.sharding()
+  # A pull is an episode: 100 pulls, the length of a training history.
+  config.evaluation = config_lib.evaluation(num_episodes=100)
+  # Bandits are continuous draws (there is no "all"); rollouts are cheap and
+  # Bernoulli rewards noisy, so many of them.
+  config.evaluation.num_test_tasks = 256
+  config.evaluation.num_train_tasks = 64
+
   if preset == 'smoke':
     config.histories.num_tasks = 8
     config.histories.learners_per_shard = 4
+    config.model.update(context_steps=10, num_layers=1, d_model=16, d_ff=32)
+    config.data.window_steps = 20
+    config.data.num_validation_windows = 16
+    config.train.update(
+      num_steps=20, batch_size=8, warmup_steps=5, log_every=10, eval_every=10
+    )
+    config.train.checkpoint_every = 10
+    config.ed.expert_episodes = 20  # the last 20 of 100 pulls
+    config.evaluation.update(
+      num_episodes=10, num_test_tasks=2, num_train_tasks=2, num_seeds=2
+    )
   elif preset == 'paper':
     config.histories.num_tasks = 20_000
     config.histories.learners_per_shard = 5000
+    config.model.d_ff = 2048  # the paper's
+    config.train.update(num_steps=100_000, batch_size=128, warmup_steps=500)
   return config

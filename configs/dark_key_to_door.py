@@ -1,10 +1,17 @@
 """Dark Key-to-Door: find an unseen key, then an unseen door, on a 9x9 grid.
 
 Commands (from the repository root):
+  python -m algdist.main --config configs/dark_key_to_door.py  # every stage
   python -m algdist.main --config configs/dark_key_to_door.py --mode generate
+  python -m algdist.main --config configs/dark_key_to_door.py --mode train
+  python -m algdist.main --config configs/dark_key_to_door.py --mode eval
+  python -m algdist.main --config configs/dark_key_to_door.py --mode report
   python -m algdist.main --config configs/dark_key_to_door.py:smoke \
       --workdir /tmp/k2d
   python -m algdist.main --config configs/dark_key_to_door.py:paper  # accel.
+The default workdir is runs/dark_key_to_door[-PRESET]; `--mode all` (the
+default) runs generate -> train (AD, then ED) -> eval -> report, skipping
+finished stages.
 
 Presets: `smoke` (seconds; tests use it), default (a laptop CPU, minutes),
 `paper` (the paper's scale: about 2,000 training tasks; for accelerators).
@@ -12,10 +19,13 @@ Presets: `smoke` (seconds; tests use it), default (a laptop CPU, minutes),
 Expected (default, 2-core CPU): 1,024 PPO histories of 6,000 steps (about
 200 to 700 episodes: an episode ends at the door), each from random (about
 13% of optimal in its first episode) to >= 90% of optimal over its last ten
-episodes, in under a minute with compilation.
+episodes, in under a minute with compilation. AD and ED in-context results
+(eval/summary.md) will be filled in here once measured.
 """
 
 import ml_collections
+
+from algdist import config_lib
 
 
 def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
@@ -60,11 +70,50 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   config.histories.subsample_every = 1  # keep every k-th episode
   config.histories.seed = 0  # seeds tasks order and learners
 
+  # AD: the paper's Dark Room model (embedding 64, 4 layers, 4 heads) with a
+  # narrower feed-forward (256, not 2048) for a CPU; 160 steps of context, as
+  # in follow-ups: three timed-out (50-step) episodes, or about ten
+  # near-optimal ones (15 steps each, the default dataset's median).
+  config.model = config_lib.model(context_steps=160)
+  config.data = config_lib.data(window_steps=320, validation_tasks=0.1)
+  # About 5 minutes per method on a 2-core CPU: 800 x 16 x 320 = 4.1M tokens
+  # at the 14,000 tokens/s measured (shared machine, load 2).
+  config.train = config_lib.train(
+    num_steps=800, batch_size=16, warmup_steps=100
+  )
+  # The last 60 episodes: ED's windows (320 steps) must fit in them. In the
+  # default dataset they span 424 to 1,694 steps (median 891, 15% of a
+  # history); 40 would leave some histories under 320 steps.
+  config.ed = config_lib.ed(expert_episodes=60)
+  config.sharding = config_lib.sharding()
+  config.evaluation = config_lib.evaluation(num_episodes=40)
+  # 32 of the 1,000 held-out pairs: the source baseline learns each task from
+  # scratch per seed (96,000 PPO steps a learner; 240 learners with the 16
+  # training tasks, about 4 minutes).
+  config.evaluation.num_test_tasks = 32
+
   if preset == 'smoke':
     config.source.config.num_actors = 4
     config.source.config.num_updates = 5
+    # One small layer, one epoch of one minibatch: less to compile (generate
+    # and eval's source baseline build it).
+    config.source.config.hidden = (16,)  # units
+    config.source.config.num_epochs = 1  # passes over each rollout
+    config.source.config.num_minibatches = 1  # per pass
     config.histories.num_tasks = 4
     config.histories.learners_per_shard = 2
+    config.model.update(context_steps=10, num_layers=1, d_model=16, d_ff=32)
+    config.data.window_steps = 20
+    config.data.num_validation_windows = 16
+    config.train.update(
+      num_steps=20, batch_size=8, warmup_steps=5, log_every=10, eval_every=10
+    )
+    config.train.checkpoint_every = 10
+    # Histories of 100 steps hold 2 to 4 (mostly random) episodes.
+    config.ed.expert_episodes = 1
+    config.evaluation.update(
+      num_episodes=2, num_test_tasks=2, num_train_tasks=2, num_seeds=2
+    )
   elif preset == 'paper':
     # 2,000 tasks x 4 actors: 8,000 histories of 6,000 steps (4 actors per
     # learner reached >= 90% of optimal on every one of 16 tasks on CPU).
@@ -72,4 +121,6 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     config.source.config.num_updates = 300
     config.histories.num_tasks = 2000
     config.histories.learners_per_shard = 250
+    config.model.d_ff = 2048  # the paper's
+    config.train.update(num_steps=100_000, batch_size=128, warmup_steps=500)
   return config

@@ -1,10 +1,17 @@
 """Dark Room Hard: a 17x17 grid whose unseen goal pays +1 once, then ends.
 
 Commands (from the repository root):
+  python -m algdist.main --config configs/dark_room_hard.py  # every stage
   python -m algdist.main --config configs/dark_room_hard.py --mode generate
+  python -m algdist.main --config configs/dark_room_hard.py --mode train
+  python -m algdist.main --config configs/dark_room_hard.py --mode eval
+  python -m algdist.main --config configs/dark_room_hard.py --mode report
   python -m algdist.main --config configs/dark_room_hard.py:smoke \
       --workdir /tmp/drh
   python -m algdist.main --config configs/dark_room_hard.py:paper  # accel.
+The default workdir is runs/dark_room_hard[-PRESET]; `--mode all` (the
+default) runs generate -> train (AD, then ED) -> eval -> report, skipping
+finished stages.
 
 Presets: `smoke` (seconds; tests use it), default (a laptop CPU, minutes),
 `paper` (the paper's scale: about 2,000 histories from A3C-style learners with
@@ -22,10 +29,14 @@ so those learners never see a reward and their histories stay at zero.
 Tabular Q-learning with optimistic values did no
 better (81% of 32 learners after 1,000 episodes): its optimism cannot reach
 the far cells because the 20-step time limit counts as terminal and a table
-of (x, y) cannot tell an episode's late steps from its early ones.
+of (x, y) cannot tell an episode's late steps from its early ones. AD and
+ED in-context results (eval/summary.md) will be filled in here once
+measured.
 """
 
 import ml_collections
+
+from algdist import config_lib
 
 
 def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
@@ -64,14 +75,55 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   config.histories.subsample_every = 1  # keep every k-th episode
   config.histories.seed = 0  # seeds tasks order and learners
 
+  # AD: the paper's Dark Room model (embedding 64, 4 layers, 4 heads) with a
+  # narrower feed-forward (256, not 2048) for a CPU; 80 steps of context span
+  # four episodes that miss the goal (20 steps each), more that find it.
+  config.model = config_lib.model(context_steps=80)
+  config.data = config_lib.data(window_steps=160, validation_tasks=0.1)
+  # About 5 minutes per method on a 2-core CPU: 800 x 32 x 160 = 4.1M tokens
+  # at the 12,000 to 22,000 tokens/s measured (shared machine, load 1 to 2).
+  config.train = config_lib.train(
+    num_steps=800, batch_size=32, warmup_steps=100
+  )
+  # The last 160 episodes: every episode has at least one step, so they
+  # always hold ED's 160-step windows, also where a goal next to the start
+  # makes episodes 1 or 2 steps long. In the default dataset they span 221
+  # to 3,200 steps (median 1,710, 29% of a history; 3,200 where the learner
+  # never found its goal); 120 leaves 167 steps on the shortest.
+  config.ed = config_lib.ed(expert_episodes=160)
+  config.sharding = config_lib.sharding()
+  config.evaluation = config_lib.evaluation(num_episodes=40)
+  # 32 of the 64 held-out goals: the source baseline learns each task from
+  # scratch per seed (96,000 PPO steps a learner; 240 learners with the 16
+  # training tasks, about 4 minutes).
+  config.evaluation.num_test_tasks = 32
+
   if preset == 'smoke':
     config.source.config.num_actors = 4
     config.source.config.num_updates = 5
+    # One small layer, one epoch of one minibatch: less to compile (generate
+    # and eval's source baseline build it).
+    config.source.config.hidden = (16,)  # units
+    config.source.config.num_epochs = 1  # passes over each rollout
+    config.source.config.num_minibatches = 1  # per pass
     config.histories.num_tasks = 4
     config.histories.learners_per_shard = 2
+    config.model.update(context_steps=10, num_layers=1, d_model=16, d_ff=32)
+    config.data.window_steps = 20
+    config.data.num_validation_windows = 16
+    config.train.update(
+      num_steps=20, batch_size=8, warmup_steps=5, log_every=10, eval_every=10
+    )
+    config.train.checkpoint_every = 10
+    config.ed.expert_episodes = 4  # of 5 or more in 100 steps
+    config.evaluation.update(
+      num_episodes=4, num_test_tasks=2, num_train_tasks=2, num_seeds=2
+    )
   elif preset == 'paper':
     config.source.config.num_actors = 100
     config.source.config.num_updates = 1000
     config.histories.num_tasks = 20
     config.histories.learners_per_shard = 4
+    config.model.d_ff = 2048  # the paper's
+    config.train.update(num_steps=100_000, batch_size=128, warmup_steps=500)
   return config

@@ -1,10 +1,17 @@
 """Watermaze (a JAX stand-in for DMLab's rooms_watermaze), from pixels.
 
 Commands (from the repository root):
-  python -m algdist.main --config configs/dmlab_watermaze.py:smoke \
-      --workdir /tmp/wm --mode generate
+  python -m algdist.main --config configs/dmlab_watermaze.py  # every stage
   python -m algdist.main --config configs/dmlab_watermaze.py --mode generate
+  python -m algdist.main --config configs/dmlab_watermaze.py --mode train
+  python -m algdist.main --config configs/dmlab_watermaze.py --mode eval
+  python -m algdist.main --config configs/dmlab_watermaze.py --mode report
+  python -m algdist.main --config configs/dmlab_watermaze.py:smoke \
+      --workdir /tmp/wm
   python -m algdist.main --config configs/dmlab_watermaze.py:paper  # accel.
+The default workdir is runs/dmlab_watermaze[-PRESET]; `--mode all` (the
+default) runs generate -> train (AD, then ED) -> eval -> report, skipping
+finished stages.
 
 What differs from DeepMind Lab is in algdist/envs/watermaze.py's docstring.
 
@@ -16,10 +23,13 @@ Expected (default, 2-core CPU): 32 DQN histories (2 platforms x 16 actors)
 of 3,000 first-person frames (60 episodes of 50 steps) in about a minute
 with compilation and 6 GB of memory; platform visits per episode rise from
 about 0.15 (random) to about 0.4 over the last ten episodes, still rising
-as epsilon falls (the paper preset runs 8,000 steps).
+as epsilon falls (the paper preset runs 8,000 steps). AD and ED in-context
+results (eval/summary.md) will be filled in here once measured.
 """
 
 import ml_collections
+
+from algdist import config_lib
 
 
 def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
@@ -61,12 +71,51 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   config.histories.subsample_every = 1  # keep every k-th episode
   config.histories.seed = 0  # seeds tasks order and learners
 
+  # AD: the paper's Dark Room model (embedding 64, 4 layers, 4 heads, here
+  # behind a small conv net) with a narrower feed-forward (256, not 2048)
+  # for a CPU; 150 steps of context span three 50-step episodes.
+  config.model = config_lib.model(context_steps=150)
+  # Only 2 platforms have learners: holding one out for validation would
+  # leave a single platform to train on, so no held-out loss here.
+  config.data = config_lib.data(window_steps=300, validation_tasks=0.0)
+  # About 5 minutes per method on a 2-core CPU: the conv net runs on every
+  # frame, 300 x 8 x 300 = 720k of them at the 2,200 frames/s measured
+  # (shared machine, load 1). That is few updates for a model that reads
+  # pixels: raise train.num_steps where time allows.
+  config.train = config_lib.train(num_steps=300, batch_size=8, warmup_steps=50)
+  # The last 10 of 60 episodes (500 steps): episodes last 50 steps.
+  config.ed = config_lib.ed(expert_episodes=10)
+  config.sharding = config_lib.sharding()
+  config.evaluation = config_lib.evaluation(num_episodes=16)
+  # Platforms are continuous positions (there is no "all"). The source
+  # baseline is a 16-actor DQN learner per task and seed (48,000 steps and
+  # 1 GB of frames each, about 10 s at the benchmarked 4,600 steps/s), so
+  # few of them: 40 learners, about 7 minutes.
+  config.evaluation.num_test_tasks = 16
+  config.evaluation.num_train_tasks = 4
+  config.evaluation.num_seeds = 2
+
   if preset == 'smoke':
     config.source.config.num_actors = 2
-    config.source.config.num_steps = 50  # one episode
+    config.source.config.num_steps = 100  # two episodes
     config.source.config.buffer_size = 64
     config.source.config.learning_starts = 32
+    # A one-layer Q-network: less to compile (generate and eval build it).
+    config.source.config.conv_features = (8,)  # channels
+    config.source.config.patch_sizes = (8,)  # pixels: 72x96 -> 9x12
+    config.source.config.hidden = (32,)  # units
+    config.source.config.batch_size = 16  # transitions per gradient step
     config.histories.num_tasks = 1
+    config.model.update(context_steps=10, num_layers=1, d_model=16, d_ff=32)
+    config.data.window_steps = 20
+    config.train.update(
+      num_steps=20, batch_size=8, warmup_steps=5, log_every=10, eval_every=10
+    )
+    config.train.checkpoint_every = 10
+    config.ed.expert_episodes = 1  # the last of 2 episodes
+    config.evaluation.update(
+      num_episodes=2, num_test_tasks=2, num_train_tasks=2, num_seeds=2
+    )
   elif preset == 'paper':
     # Paper: distributed DQN with 16 actors; about 4,000 histories. Every
     # frame is kept: 4,000 x 8,000 x 20.7 KB = 660 GB on disk (raise
@@ -74,4 +123,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     config.source.config.num_steps = 8000  # 160 episodes per stream
     config.histories.num_tasks = 250  # x 16 actors: 4,000 histories
     config.histories.learners_per_shard = 2  # 5.3 GB of frames per call
+    config.model.d_ff = 2048  # the paper's
+    config.data.validation_tasks = 0.1  # 25 of 250 platforms
+    config.train.update(num_steps=100_000, batch_size=128, warmup_steps=500)
   return config

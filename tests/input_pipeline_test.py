@@ -30,7 +30,7 @@ def _synthetic():
 
 def _select(**kw):
   manifest, history, length, task = _synthetic()
-  args = dict(context_steps=L, validation_tasks=0.0, expert_episodes=0, seed=0)
+  args = dict(window_steps=L, validation_tasks=0.0, expert_episodes=0, seed=0)
   args.update(kw)
   selection = input_pipeline.select_histories(
     manifest, history, length, task, **args
@@ -98,8 +98,8 @@ def test_expert_distillation_windows_stay_in_the_last_episodes():
 
 
 def test_too_short_histories_and_test_split_are_refused():
-  with pytest.raises(ValueError, match='context_steps=40'):
-    _select(context_steps=40)
+  with pytest.raises(ValueError, match='window_steps=40'):
+    _select(window_steps=40)
   with pytest.raises(ValueError, match='expert_episodes=9'):
     _select(expert_episodes=9)
   manifest, history, length, task = _synthetic()
@@ -110,7 +110,7 @@ def test_too_short_histories_and_test_split_are_refused():
       history,
       length,
       task,
-      context_steps=L,
+      window_steps=L,
       validation_tasks=0,
       expert_episodes=0,
       seed=0,

@@ -1,0 +1,211 @@
+"""Every experiment config: its sections and presets, and its smoke run.
+
+The smoke preset of each config runs the whole pipeline (generate -> train
+AD and ED -> eval -> report) through `main.run`, as the command line does,
+and WORKDIR/eval/results.json is checked against DESIGN.md's contract.
+"""
+
+import json
+import math
+import os
+import time
+
+import jax
+import ml_collections
+import pytest
+
+from algdist import agents, envs, histories, main
+from configs import (
+  adversarial_bandit,
+  dark_key_to_door,
+  dark_room,
+  dark_room_hard,
+  dmlab_watermaze,
+)
+
+CONFIGS = {
+  'dark_room': dark_room,
+  'dark_room_hard': dark_room_hard,
+  'dark_key_to_door': dark_key_to_door,
+  'adversarial_bandit': adversarial_bandit,
+  'dmlab_watermaze': dmlab_watermaze,
+}
+PRESETS = ('smoke', None, 'paper')
+SECTIONS = (
+  'env',
+  'source',
+  'histories',
+  'model',
+  'data',
+  'train',
+  'ed',
+  'sharding',
+  'evaluation',
+)
+# Families whose episodes may end before max_steps_in_episode (at a goal or
+# a door): how many steps their expert episodes hold depends on the data.
+ENDS_EARLY = ('dark_room_hard', 'dark_key_to_door')
+# The smoke runs' cheapest, for the rerun test.
+CHEAPEST = 'adversarial_bandit'
+
+
+def locked(name: str, preset: str | None):
+  """The config as the command line gives it: locked (a typo is an error)."""
+  config = CONFIGS[name].get_config(preset)
+  config.lock()
+  return config
+
+
+def steps_per_history(config) -> int:
+  """T of the histories the config generates, from shapes alone."""
+  env, params = envs.make(config.env.name, **config.env.overrides.to_dict())
+  algorithm_config, make_train = agents.get(
+    config.source.algorithm, **config.source.config.to_dict()
+  )
+  learn = make_train(algorithm_config, env)
+  task = env.tasks(params, 'train', num=1, seed=0)
+  task = jax.tree.map(lambda x: x[0], task)
+  _, history = jax.eval_shape(learn, jax.random.key(0), task)
+  return history.action.shape[-1]
+
+
+@pytest.mark.parametrize('preset', PRESETS)
+@pytest.mark.parametrize('name', CONFIGS)
+def test_every_preset_builds_every_section_consistently(name, preset):
+  config = locked(name, preset)
+  assert config.preset == (preset or 'default')
+  for section in SECTIONS:
+    assert isinstance(config[section], ml_collections.ConfigDict), section
+  assert config.env.name in envs.names()
+  # The stages' own checks, made here without data or compilation.
+  assert config.model.context_steps <= config.data.window_steps
+  assert 0 <= config.train.warmup_steps < config.train.num_steps
+  # Every episode kept, so a history's length is T.
+  assert config.histories.subsample_every == 1
+  env, params = envs.make(config.env.name, **config.env.overrides.to_dict())
+  steps = steps_per_history(config)
+  episode = params.max_steps_in_episode
+  # Windows fit in a history, and every history has the expert episodes ED
+  # keeps (each episode lasts at most `episode` steps).
+  assert config.data.window_steps <= steps
+  assert config.ed.expert_episodes <= steps // episode
+  if name not in ENDS_EARLY:
+    # Fixed-length episodes: ED's expert steps are known in advance.
+    assert config.ed.expert_episodes * episode >= config.data.window_steps
+  # The source baseline's stream holds every evaluated episode.
+  e = config.evaluation
+  assert 1 <= e.num_episodes <= steps // episode
+  # Evaluation tasks exist (-1, all, only where a family has a finite set).
+  for split, num in (('test', e.num_test_tasks), ('train', e.num_train_tasks)):
+    if num != 0:
+      env.tasks(params, split, num=None if num == -1 else num, seed=e.seed)
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_typos_and_unknown_presets_are_errors(name):
+  config = locked(name, 'smoke')
+  with pytest.raises(AttributeError, match='num_stpes'):
+    config.train.num_stpes = 1
+  with pytest.raises(AttributeError):
+    config.evaluation.num_episode = 1
+  config.train.num_steps = 1  # an existing field stays settable
+  with pytest.raises(ValueError, match='Unknown preset'):
+    CONFIGS[name].get_config('tiny')
+
+
+@pytest.fixture(scope='module')
+def smoke_run(tmp_path_factory):
+  """`smoke_run(name) -> (config, workdir, seconds)`: the smoke preset run
+  end to end through `main.run`, once per module."""
+  done = {}
+
+  def get(name):
+    if name not in done:
+      config = locked(name, 'smoke')
+      workdir = str(tmp_path_factory.mktemp(f'smoke_{name}'))
+      start = time.perf_counter()
+      main.run(config, workdir)
+      done[name] = (config, workdir, time.perf_counter() - start)
+    return done[name]
+
+  return get
+
+
+def _read_results(workdir: str) -> dict:
+  with open(os.path.join(workdir, 'eval', 'results.json')) as f:
+    return json.load(f)
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_smoke_pipeline_writes_results_of_the_contract(name, smoke_run):
+  config, workdir, _ = smoke_run(name)
+  e = config.evaluation
+  results = _read_results(workdir)
+  assert results['env'] == config.env.name
+  assert set(results['optimal_return']) == {'test', 'train'}
+  for value in results['optimal_return'].values():
+    assert value is None or math.isfinite(value)
+  assert set(results['methods']) == set(e.methods)
+  num_tasks = {'test': e.num_test_tasks, 'train': e.num_train_tasks}
+  for method, splits in results['methods'].items():
+    assert set(splits) == {'test', 'train'}, method
+    for split, entry in splits.items():
+      where = f'{method}/{split}'
+      returns = entry['episode_returns']
+      assert len(returns) == e.num_episodes, where
+      assert len(entry['episode_returns_std']) == e.num_episodes, where
+      assert all(math.isfinite(r) for r in returns), where
+      assert math.isfinite(entry['last_episode_return']), where
+      assert entry['last_episode_return'] == returns[-1], where
+      assert entry['num_tasks'] == num_tasks[split], where
+      assert entry['num_seeds'] == e.num_seeds, where
+  seconds = results['seconds']
+  assert {'generate', 'train', 'eval'} <= set(seconds), seconds
+  assert all(math.isfinite(v) and v >= 0 for v in seconds.values()), seconds
+  for file in ('learning_curves.png', 'summary.md'):
+    assert os.path.getsize(os.path.join(workdir, 'eval', file)) > 0, file
+  with open(os.path.join(workdir, 'histories', 'manifest.json')) as f:
+    assert json.load(f)['complete']
+  for method in config.train.methods:
+    steps = os.listdir(os.path.join(workdir, 'checkpoints', method))
+    assert str(config.train.num_steps) in steps, method
+  if name == 'dmlab_watermaze':  # pixels: rollouts as GIFs too
+    for method in ('ad', 'ed'):
+      assert os.path.exists(os.path.join(workdir, 'eval', f'{method}_test.gif'))
+
+
+def _snapshot(workdir: str) -> dict:
+  """What a rerun must leave alone: results, checkpoints, metrics, data."""
+
+  def read(*parts):
+    with open(os.path.join(workdir, *parts), 'rb') as f:
+      return f.read()
+
+  manifest = json.loads(read('histories', 'manifest.json'))
+  # A resumed generate adds its own (near-zero) time to the manifest.
+  manifest.pop('seconds')
+  return {
+    'results': read('eval', 'results.json'),
+    'returns_mtime': os.path.getmtime(
+      os.path.join(workdir, 'eval', 'returns.npz')
+    ),
+    'manifest': manifest,
+    'checkpoints': {
+      m: sorted(os.listdir(os.path.join(workdir, 'checkpoints', m)))
+      for m in ('ad', 'ed')
+    },
+    'metrics': {m: read('metrics', f'train_{m}.jsonl') for m in ('ad', 'ed')},
+  }
+
+
+def test_rerunning_a_finished_workdir_skips_every_stage(smoke_run):
+  config, workdir, first_seconds = smoke_run(CHEAPEST)
+  before = _snapshot(workdir)
+  start = time.perf_counter()
+  main.run(config, workdir)
+  seconds = time.perf_counter() - start
+  assert _snapshot(workdir) == before
+  # Nothing is generated, trained or evaluated again: only loading, a
+  # checkpoint restore per method and the report.
+  assert seconds < 0.5 * first_seconds, (seconds, first_seconds)
+  histories.load(os.path.join(workdir, 'histories'))  # checksums still hold
