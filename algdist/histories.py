@@ -180,6 +180,8 @@ def generate(spec: Spec, directory: str, progress: bool = True) -> dict:
   learner_task = np.repeat(np.arange(spec.num_tasks), spec.learners_per_task)
 
   manifest = _resume_manifest(spec, directory)
+  if manifest is not None and manifest['complete']:
+    return manifest
   if manifest is None:
     manifest = {
       'schema_version': SCHEMA_VERSION,
@@ -270,8 +272,12 @@ def _resume_manifest(spec: Spec, directory: str) -> dict | None:
       kept.append(shard)
     else:
       logging.warning('Regenerating incomplete shard %s.', shard['name'])
+  # A complete dataset with every shard in place is finished: keep it as it
+  # is (a rerun skips the stage); otherwise finish it.
+  manifest['complete'] = manifest.get('complete', False) and len(kept) == len(
+    manifest['shards']
+  )
   manifest['shards'] = kept
-  manifest['complete'] = False
   return manifest
 
 
@@ -426,6 +432,12 @@ def generate_and_report(config, workdir: str, progress: bool = True) -> dict:
   spec = spec_from_config(config)
   directory = os.path.join(workdir, 'histories')
   manifest = generate(spec, directory, progress=progress)
+  curve_json = os.path.join(directory, 'learning_curve.json')
+  manifest_json = os.path.join(directory, 'manifest.json')
+  if os.path.exists(curve_json) and (
+    os.path.getmtime(curve_json) >= os.path.getmtime(manifest_json)
+  ):
+    return manifest  # plotted after the dataset was last written: a rerun
   _, history, length, task_index = load(directory, verify=False)
   title = (
     f'{spec.algorithm} on {spec.env}: {manifest["num_histories"]} '
