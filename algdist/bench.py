@@ -200,7 +200,7 @@ def bench_train_tokens(env_name: str, attention_impl: str | None = None):
     init, abstract = train.state_layout(
       net,
       optimizer,
-      train.dummy_steps(obs.shape, obs.dtype, 1, steps),
+      model.example_steps(cfg, obs.shape, obs.dtype),
       mesh,
       rules,
     )

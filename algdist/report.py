@@ -327,48 +327,34 @@ def training_curves(workdir: str, methods=('ad', 'ed')) -> str | None:
   if not rows:
     return None
   fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.6), dpi=120)
+  panels = ((ax_loss, 'loss'), (ax_acc, 'accuracy'))
   for i, (method, table) in enumerate(rows.items()):
-    color = f'C{i}'
-    steps = [r['step'] for r in table]
-    ax_loss.plot(
-      steps,
-      [r['loss'] for r in table],
-      color=color,
-      alpha=0.5,
-      label=f'{method.upper()} train',
-    )
-    ax_acc.plot(
-      steps,
-      [r['accuracy'] for r in table],
-      color=color,
-      alpha=0.5,
-      label=f'{method.upper()} train',
-    )
+    color, name = f'C{i}', method.upper()
     val = [r for r in table if 'val_loss' in r]
+    for ax, key in panels:
+      ax.plot(
+        [r['step'] for r in table],
+        [r[key] for r in table],
+        color=color,
+        alpha=0.5,
+        label=f'{name} train',
+      )
+      if val:
+        ax.plot(
+          [r['step'] for r in val],
+          [r[f'val_{key}'] for r in val],
+          color=color,
+          marker='o',
+          ms=3,
+          label=f'{name} held-out',
+        )
     if val:
-      vsteps = [r['step'] for r in val]
-      ax_loss.plot(
-        vsteps,
-        [r['val_loss'] for r in val],
-        color=color,
-        marker='o',
-        ms=3,
-        label=f'{method.upper()} held-out',
-      )
-      ax_acc.plot(
-        vsteps,
-        [r['val_accuracy'] for r in val],
-        color=color,
-        marker='o',
-        ms=3,
-        label=f'{method.upper()} held-out',
-      )
       ax_acc.axhline(
         val[-1]['val_constant_action_accuracy'],
         color=color,
         ls=':',
         lw=1,
-        label=f'{method.upper()} best constant action',
+        label=f'{name} best constant action',
       )
   ax_loss.set(
     xlabel='update', ylabel='cross-entropy (nats)', title='next-action loss'

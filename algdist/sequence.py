@@ -34,10 +34,6 @@ def no_action(num_actions: int) -> int:
   return num_actions
 
 
-# The interface's name for the convention above: NO_ACTION(num_actions).
-NO_ACTION = no_action
-
-
 @struct.dataclass
 class Steps:
   """Per-step model inputs; leaves are [..., L, ...] ([...] for one step)."""

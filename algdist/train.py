@@ -28,7 +28,7 @@ import optax
 import orbax.checkpoint as ocp
 from flax import struct
 
-from algdist import envs, histories, input_pipeline, model, sequence, sharding
+from algdist import envs, histories, input_pipeline, model, sharding
 
 METHODS = ('ad', 'ed')
 
@@ -103,16 +103,6 @@ def make_optimizer(t) -> optax.GradientTransformation:
     optax.clip_by_global_norm(t.grad_clip),
     optax.adamw(schedule, b1=t.b1, b2=t.b2, weight_decay=t.weight_decay),
   ), schedule
-
-
-def dummy_steps(obs_shape, obs_dtype, batch: int, length: int):
-  """Zero inputs of the right shapes, for init and shape inference."""
-  return sequence.make_step(
-    np.zeros((batch, length, *obs_shape), obs_dtype),
-    np.zeros((batch, length), np.int32),
-    np.zeros((batch, length), np.float32),
-    np.zeros((batch, length), bool),
-  )
 
 
 def state_layout(net, optimizer, inputs, mesh, rules):
@@ -326,7 +316,7 @@ def restore_params(config, workdir: str, method: str = 'ad'):
   net = model.Transformer(cfg)
   optimizer, _ = make_optimizer(config.train)
   mesh = sharding.make_mesh((1,), ('data',), jax.devices()[:1])
-  inputs = dummy_steps(obs.shape, obs.dtype, 1, cfg.context_steps)
+  inputs = model.example_steps(cfg, obs.shape, obs.dtype)
   _, abstract = state_layout(net, optimizer, inputs, mesh, ())
   ckpt_dir = os.path.join(workdir, 'checkpoints', method)
   manager = _checkpoint_manager(ckpt_dir, config.train)
@@ -511,7 +501,7 @@ def train_and_evaluate(
   run = setup(config, workdir, method)
   cfg = run.model_config
   optimizer, schedule = make_optimizer(t)
-  inputs = dummy_steps(run.obs.shape, run.obs.dtype, 1, cfg.context_steps)
+  inputs = model.example_steps(cfg, run.obs.shape, run.obs.dtype)
   ckpt_dir = os.path.join(workdir, 'checkpoints', method)
   stop = t.num_steps if until is None else min(until, t.num_steps)
   tokens_per_update = t.batch_size * run.window_steps

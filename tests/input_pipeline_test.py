@@ -49,7 +49,7 @@ def _check_window(steps, target, selection, rows):
   assert selection.first_step[h] <= t[0]
   assert t[-1] < selection.length[h]
   np.testing.assert_array_equal(target, t % A)
-  expected_prev = np.where(t == 0, sequence.NO_ACTION(A), (t - 1) % A)
+  expected_prev = np.where(t == 0, sequence.no_action(A), (t - 1) % A)
   np.testing.assert_array_equal(steps.prev_action, expected_prev)
   np.testing.assert_allclose(
     steps.prev_reward, np.where(t == 0, 0, (t - 1) / 100), atol=1e-6

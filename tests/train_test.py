@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from algdist import histories, sharding, train
+from algdist import histories, sequence, sharding, train
 from configs import dark_room
 
 
@@ -68,7 +68,7 @@ def test_state_is_sharded_as_the_rules_say_and_steps_match_one_device():
   cfg, obs = train.model_config(config)
   net = train.model.Transformer(cfg)
   optimizer, schedule = train.make_optimizer(config.train)
-  inputs = train.dummy_steps(obs.shape, obs.dtype, 1, cfg.context_steps)
+  inputs = train.model.example_steps(cfg, obs.shape, obs.dtype)
   rules = (('batch', 'data'), ('mlp', 'data'))
   states, outs = [], []
   for devices in (jax.devices(), jax.devices()[:1]):
@@ -106,7 +106,7 @@ def test_state_is_sharded_as_the_rules_say_and_steps_match_one_device():
 def _batch(obs, cfg, batch):
   rng = np.random.default_rng(0)
   L = cfg.context_steps
-  steps = train.sequence.make_step(
+  steps = sequence.make_step(
     rng.integers(0, cfg.obs_vocab, (batch, L, *obs.shape)).astype(obs.dtype),
     rng.integers(0, cfg.num_actions + 1, (batch, L)),
     rng.random((batch, L)),
