@@ -510,8 +510,16 @@ def _summarise(returns_NxSxE, optimal_N) -> dict:
     'num_episodes': count,
   }
   if optimal_N is not None and count:
-    entry['fraction_of_optimal'] = float(
-      mean[-1] / max(float(np.mean(optimal_N)), 1e-12)
+    best = float(np.mean(optimal_N))
+    entry['fraction_of_optimal'] = float(mean[-1] / max(best, 1e-12))
+    # Regret: the return given up against the optimum, summed over episodes
+    # (for a bandit, where a pull is an episode, the usual cumulative regret).
+    entry['cumulative_regret'] = float(np.sum(best - mean))
+    # Speed of in-context learning: the first episode (1-based) whose mean
+    # return reaches 80% of optimal, or null if none does.
+    reached = np.flatnonzero(mean >= 0.8 * best)
+    entry['first_episode_reaching_80pct'] = (
+      int(reached[0]) + 1 if reached.size else None
     )
   return entry
 

@@ -238,9 +238,14 @@ def summary_markdown(results: dict) -> str:
     'the best episode); fraction of optimal = that mean / the mean optimal '
     'return of the same tasks.',
     '',
+    'First to 80%: the first episode whose mean return reaches 80% of '
+    'optimal, counted in episodes of experience (a source whose learner '
+    'pools several actors used that many episodes per point); regret: '
+    'optimal minus mean return, summed over episodes.',
+    '',
     '| method | split | last-episode return | std | fraction of optimal '
-    '| episodes | tasks x seeds |',
-    '|---|---|---|---|---|---|---|',
+    '| first to 80% | regret | episodes | tasks x seeds |',
+    '|---|---|---|---|---|---|---|---|---|',
   ]
   for name in _ordered_methods(results):
     for split in ('test', 'train'):
@@ -253,10 +258,15 @@ def summary_markdown(results: dict) -> str:
       if last is None:  # no episode finished in every rollout
         continue
       fraction = f'{last / best:.3f}' if best else 'n/a'  # n/a: no optimum
+      first = entry.get('first_episode_reaching_80pct')
+      per = entry.get('episodes_of_experience_per_episode', 1)
+      first = 'n/a' if best is None else '-' if first is None else first * per
+      regret = entry.get('cumulative_regret')
+      regret = 'n/a' if regret is None else f'{regret:.1f}'
       lines.append(
         f'| {_method_label(name, entry)} | {split} | {last:.3f} | '
-        f'{std[-1] if std else float("nan"):.3f} | {fraction} | '
-        f'{len(entry["episode_returns"])} | '
+        f'{std[-1] if std else float("nan"):.3f} | {fraction} | {first} | '
+        f'{regret} | {len(entry["episode_returns"])} | '
         f'{entry["num_tasks"]} x {entry["num_seeds"]} |'
       )
   for split in ('test', 'train'):

@@ -252,6 +252,19 @@ def test_results_json_follows_the_contract_and_the_report_is_written(
   assert '| AD | test |' in summary and '| random | train |' in summary
 
 
+def test_summary_reports_regret_and_the_first_episode_at_80pct():
+  # Two tasks (optimum 10 and 20, mean 15) x one seed, four episodes.
+  returns = np.array([[[0.0, 4.0, 8.0, 10.0]], [[0.0, 16.0, 20.0, 20.0]]])
+  entry = evaluate._summarise(returns, np.array([10.0, 20.0]))
+  np.testing.assert_allclose(entry['episode_returns'], [0, 10, 14, 15])
+  assert entry['cumulative_regret'] == pytest.approx(15 + 5 + 1 + 0)
+  assert entry['first_episode_reaching_80pct'] == 3  # 14 >= 0.8 x 15
+  assert entry['fraction_of_optimal'] == pytest.approx(1.0)
+  never = evaluate._summarise(returns * 0.1, np.array([10.0, 20.0]))
+  assert never['first_episode_reaching_80pct'] is None
+  assert 'cumulative_regret' not in evaluate._summarise(returns, None)
+
+
 def test_rollout_gif_puts_the_two_views_side_by_side(tmp_path):
   imageio = pytest.importorskip('imageio')
   # Frames differ from one another (GIF writers merge identical ones).
