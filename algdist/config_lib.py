@@ -11,6 +11,21 @@ from __future__ import annotations
 import ml_collections
 
 
+def noise_distillation(
+  *, num_steps: int, anneal_fraction: float
+) -> ml_collections.ConfigDict:
+  """The `source` section of AD-epsilon histories (PAPER.md): the env's
+  optimal policy with epsilon-noise falling from 1 to 0 over the first
+  `anneal_fraction` of `num_steps` env steps, one stream per demonstrator."""
+  c = ml_collections.ConfigDict()
+  c.algorithm = 'noise_distillation'  # see algdist.agents.names()
+  # Overrides of algdist/agents/noise_distillation.py's Config.
+  c.config = ml_collections.ConfigDict()
+  c.config.num_steps = num_steps  # env steps per history
+  c.config.anneal_fraction = anneal_fraction  # of the history, 1 -> 0
+  return c
+
+
 def model(
   *,
   context_steps: int,
@@ -94,11 +109,15 @@ def train(
   return c
 
 
-def ed(*, expert_episodes: int) -> ml_collections.ConfigDict:
+def ed(
+  *, expert_episodes: int, num_steps: int = 0
+) -> ml_collections.ConfigDict:
   """Expert Distillation: the same model on expert episodes only."""
   c = ml_collections.ConfigDict()
   # The last this many episodes of each history count as expert episodes.
   c.expert_episodes = expert_episodes
+  # ED's updates (warmup scaled alike); 0 = train.num_steps.
+  c.num_steps = num_steps
   return c
 
 
@@ -127,4 +146,11 @@ def evaluation(*, num_episodes: int) -> ml_collections.ConfigDict:
   # What to evaluate: the distilled models, and the baselines on the same
   # tasks and episode axis.
   c.methods = ('ad', 'ed', 'source', 'random')
+  # 'rl_baseline': an RL learner run from scratch on the same tasks, for a
+  # source that is not one (noise distillation knows the optimal policy, so
+  # its curve says nothing of how fast RL learns). Same shape as `source`;
+  # add 'rl_baseline' to `methods` to run it.
+  c.rl_baseline = ml_collections.ConfigDict()
+  c.rl_baseline.algorithm = ''  # see algdist.agents.names(); '' = none
+  c.rl_baseline.config = ml_collections.ConfigDict()  # its config overrides
   return c

@@ -10,8 +10,8 @@ acts either by decoding against its ring-buffer KV cache (`cached=True`) or
 by recomputing the full forward pass over a buffer of recent steps.
 
 `evaluate(config, workdir)` rolls out AD and ED on held-out and training
-tasks, runs the baselines (the source algorithm learning from scratch, a
-random policy, the optimum) on the same tasks and episode axis, and writes
+tasks, runs the baselines (the source algorithm learning from scratch, an
+optional other RL learner from scratch, a random policy, the optimum) on the same tasks and episode axis, and writes
 WORKDIR/eval/results.json (contract in DESIGN.md) and returns.npz.
 
 Letters: N tasks, S seeds (rollouts per task), T env steps, E episodes,
@@ -38,7 +38,7 @@ from flax import struct
 from algdist import agents, envs, model, sequence, train
 from algdist.agents import base
 
-METHODS = ('ad', 'ed', 'source', 'random')
+METHODS = ('ad', 'ed', 'source', 'rl_baseline', 'random')
 # Rollouts of the model per jitted call: tasks are chunked to stay below it,
 # so that paper-scale task counts do not hold every cache at once.
 MAX_ROLLOUTS_PER_CALL = 1024
@@ -620,16 +620,23 @@ def evaluate(config, workdir: str, progress: bool = True) -> dict:
     elif method == 'random':
       returns[method] = policy_returns(random_policy(num_actions), None)
       extra[method] = {'episodes_of_experience_per_episode': 1}
-    elif method == 'source':
+    elif method in ('source', 'rl_baseline'):
+      learner = config.source if method == 'source' else e.rl_baseline
+      if not learner.algorithm:
+        raise ValueError(
+          "evaluation.methods has 'rl_baseline' but "
+          "evaluation.rl_baseline.algorithm is empty; name one of "
+          f'{agents.names()}.'
+        )
       fn, num_actors = make_source_returns_fn(
-        config.source, env, e.num_episodes, env_params
+        learner, env, e.num_episodes, env_params
       )
       learners = max(1, config.histories.learners_per_shard // e.num_seeds)
       returns[method] = {
         s: _chunked(fn, keys[s], splits[s], learners) for s in splits
       }
       extra[method] = {
-        'algorithm': config.source.algorithm,
+        'algorithm': learner.algorithm,
         # Each point on the episode axis is one episode of one actor's
         # stream, but the learner used num_actors episodes to get there.
         'episodes_of_experience_per_episode': num_actors,

@@ -157,14 +157,15 @@ _METHOD_STYLE = {
   'ad': ('AD', 'tab:blue'),
   'ed': ('ED', 'tab:orange'),
   'source': ('source', 'tab:green'),
+  'rl_baseline': ('RL from scratch', 'tab:red'),
   'random': ('random', 'tab:gray'),
 }
 
 
 def _method_label(name: str, entry: dict) -> str:
   label = _METHOD_STYLE.get(name, (name, None))[0]
-  if name == 'source':
-    label = f'source ({entry.get("algorithm", "?")})'
+  if name in ('source', 'rl_baseline'):
+    label += f' ({entry.get("algorithm", "?")})'
     actors = entry.get('episodes_of_experience_per_episode', 1)
     if actors > 1:
       # One point per episode of one actor's stream; the learner had

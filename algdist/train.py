@@ -23,6 +23,7 @@ import time
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
@@ -314,7 +315,7 @@ def restore_params(config, workdir: str, method: str = 'ad'):
   on one device (evaluation replicates them)."""
   cfg, obs = model_config(config)
   net = model.Transformer(cfg)
-  optimizer, _ = make_optimizer(config.train)
+  optimizer, _ = make_optimizer(train_section(config, method))
   mesh = sharding.make_mesh((1,), ('data',), jax.devices()[:1])
   inputs = model.example_steps(cfg, obs.shape, obs.dtype)
   _, abstract = state_layout(net, optimizer, inputs, mesh, ())
@@ -360,6 +361,20 @@ def run_window_steps(config, cfg: model.ModelConfig) -> int:
       f'{cfg.context_steps}.'
     )
   return steps
+
+
+def train_section(config, method: str):
+  """`config.train`, or for ED with `ed.num_steps` set, a copy with that many
+  updates and the warmup scaled alike (ED imitates one near-fixed policy and
+  converges in a fraction of AD's updates)."""
+  t = config.train
+  steps = config.ed.get('num_steps') if method == 'ed' else None
+  if not steps or steps == t.num_steps:
+    return t
+  t = ml_collections.ConfigDict(t.to_dict())
+  t.warmup_steps = t.warmup_steps * steps // t.num_steps
+  t.num_steps = steps
+  return t
 
 
 def expert_episodes(config, method: str) -> int:
@@ -497,7 +512,7 @@ def train_and_evaluate(
   WORKDIR/metrics/train_<method>.jsonl (and TensorBoard). `until` stops
   after that many updates, checkpointed, as a preemption would (tests).
   """
-  t = config.train
+  t = train_section(config, method)
   run = setup(config, workdir, method)
   cfg = run.model_config
   optimizer, schedule = make_optimizer(t)

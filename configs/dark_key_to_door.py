@@ -31,10 +31,10 @@ from algdist import config_lib
 def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   """The Key-to-Door experiment; `preset` is None, 'smoke' or 'paper'."""
   preset = preset or 'default'
-  if preset not in ('smoke', 'default', 'paper'):
+  if preset not in ('smoke', 'default', 'paper', 'ad_epsilon'):
     raise ValueError(
       f"Unknown preset '{preset}' for dark_key_to_door: use smoke, paper, "
-      'or none.'
+      'ad_epsilon, or none.'
     )
   config = ml_collections.ConfigDict()
   config.preset = preset  # which preset this config came from
@@ -92,6 +92,20 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   # training tasks, about 4 minutes).
   config.evaluation.num_test_tasks = 32
 
+  if preset == 'ad_epsilon':
+    # AD-epsilon: epsilon falls over the first 1,000 of 4,000 steps (about
+    # 25 episodes of 50 steps); the rest are optimal episodes (key, then
+    # door), about 15 steps each.
+    config.source = config_lib.noise_distillation(
+      num_steps=4000, anneal_fraction=0.25
+    )
+    config.histories.update(learners_per_task=16, learners_per_shard=256)
+    config.model.dropout = 0.0  # as for Dark Room (RESULTS.md)
+    config.train.learning_rate = 1e-3
+    # 40 optimal episodes left one history 236 steps, under ED's 320-step
+    # windows; 80 hold them.
+    config.ed.expert_episodes = 80
+    config.evaluation.num_episodes = 60
   if preset == 'smoke':
     config.source.config.num_actors = 4
     config.source.config.num_updates = 5

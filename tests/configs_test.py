@@ -14,7 +14,7 @@ import jax
 import ml_collections
 import pytest
 
-from algdist import agents, envs, histories, main
+from algdist import agents, envs, histories, main, train
 from configs import (
   adversarial_bandit,
   dark_key_to_door,
@@ -31,6 +31,12 @@ CONFIGS = {
   'dmlab_watermaze': dmlab_watermaze,
 }
 PRESETS = ('smoke', None, 'paper')
+# Presets beyond these three, per config.
+EXTRA_PRESETS = {
+  'dark_room': ('ppo',),
+  'dark_room_hard': ('ad_epsilon',),
+  'dark_key_to_door': ('ad_epsilon',),
+}
 SECTIONS = (
   'env',
   'source',
@@ -56,11 +62,13 @@ def locked(name: str, preset: str | None):
   return config
 
 
-def steps_per_history(config) -> int:
-  """T of the histories the config generates, from shapes alone."""
+def steps_per_history(config, learner=None) -> int:
+  """T of the histories the config's source (or `learner`, a section of the
+  same shape) generates, from shapes alone."""
+  learner = learner or config.source
   env, params = envs.make(config.env.name, **config.env.overrides.to_dict())
   algorithm_config, make_train = agents.get(
-    config.source.algorithm, **config.source.config.to_dict()
+    learner.algorithm, **learner.config.to_dict()
   )
   learn = make_train(algorithm_config, env)
   task = env.tasks(params, 'train', num=1, seed=0)
@@ -69,8 +77,10 @@ def steps_per_history(config) -> int:
   return history.action.shape[-1]
 
 
-@pytest.mark.parametrize('preset', PRESETS)
-@pytest.mark.parametrize('name', CONFIGS)
+@pytest.mark.parametrize(
+  'name,preset',
+  [(n, p) for n in CONFIGS for p in PRESETS + EXTRA_PRESETS.get(n, ())],
+)
 def test_every_preset_builds_every_section_consistently(name, preset):
   config = locked(name, preset)
   assert config.preset == (preset or 'default')
@@ -79,7 +89,9 @@ def test_every_preset_builds_every_section_consistently(name, preset):
   assert config.env.name in envs.names()
   # The stages' own checks, made here without data or compilation.
   assert config.model.context_steps <= config.data.window_steps
-  assert 0 <= config.train.warmup_steps < config.train.num_steps
+  for method in ('ad', 'ed'):
+    t = train.train_section(config, method)
+    assert 0 <= t.warmup_steps < t.num_steps, method
   # Every episode kept, so a history's length is T.
   assert config.histories.subsample_every == 1
   env, params = envs.make(config.env.name, **config.env.overrides.to_dict())
@@ -92,9 +104,15 @@ def test_every_preset_builds_every_section_consistently(name, preset):
   if name not in ENDS_EARLY:
     # Fixed-length episodes: ED's expert steps are known in advance.
     assert config.ed.expert_episodes * episode >= config.data.window_steps
-  # The source baseline's stream holds every evaluated episode.
+  # An RL baseline's stream holds every evaluated episode (a demonstrator's
+  # curve is its history's length: it is the data, not a learner to beat).
   e = config.evaluation
-  assert 1 <= e.num_episodes <= steps // episode
+  assert 1 <= e.num_episodes
+  if config.source.algorithm != 'noise_distillation':
+    assert e.num_episodes <= steps // episode
+  if 'rl_baseline' in e.methods:
+    baseline = steps_per_history(config, config.evaluation.rl_baseline)
+    assert e.num_episodes <= baseline // episode
   # Evaluation tasks exist (-1, all, only where a family has a finite set).
   for split, num in (('test', e.num_test_tasks), ('train', e.num_train_tasks)):
     if num != 0:
@@ -168,7 +186,7 @@ def test_smoke_pipeline_writes_results_of_the_contract(name, smoke_run):
     assert json.load(f)['complete']
   for method in config.train.methods:
     steps = os.listdir(os.path.join(workdir, 'checkpoints', method))
-    assert str(config.train.num_steps) in steps, method
+    assert str(train.train_section(config, method).num_steps) in steps, method
   if name == 'dmlab_watermaze':  # pixels: rollouts as GIFs too
     for method in ('ad', 'ed'):
       assert os.path.exists(os.path.join(workdir, 'eval', f'{method}_test.gif'))

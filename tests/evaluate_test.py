@@ -9,6 +9,7 @@ import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -263,6 +264,30 @@ def test_summary_reports_regret_and_the_first_episode_at_80pct():
   never = evaluate._summarise(returns * 0.1, np.array([10.0, 20.0]))
   assert never['first_episode_reaching_80pct'] is None
   assert 'cumulative_regret' not in evaluate._summarise(returns, None)
+
+
+def test_rl_baseline_learns_from_scratch_beside_a_demonstrator_source(
+  tmp_path,
+):
+  config = dark_room.get_config('smoke')
+  config.source.algorithm = 'noise_distillation'
+  config.source.config = ml_collections.ConfigDict({'num_steps': 200})
+  config.evaluation.update(num_episodes=8, num_test_tasks=1, num_train_tasks=0)
+  config.evaluation.methods = ('rl_baseline',)
+  with pytest.raises(ValueError, match='rl_baseline.algorithm is empty'):
+    evaluate.evaluate(config, str(tmp_path), progress=False)
+  config.evaluation.rl_baseline.algorithm = 'q_learning'
+  config.evaluation.methods = ('source', 'rl_baseline')
+  results = evaluate.evaluate(config, str(tmp_path), progress=False)
+  baseline = results['methods']['rl_baseline']['test']
+  source = results['methods']['source']['test']
+  assert baseline['algorithm'] == 'q_learning'
+  assert source['algorithm'] == 'noise_distillation'
+  assert len(baseline['episode_returns']) == 8
+  # Two different learners on the same tasks and seeds.
+  assert baseline['episode_returns'] != source['episode_returns']
+  summary = report.summary_markdown(results)
+  assert '| RL from scratch (q_learning) | test |' in summary
 
 
 def test_rollout_gif_puts_the_two_views_side_by_side(tmp_path):

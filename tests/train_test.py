@@ -165,3 +165,28 @@ def test_expert_distillation_trains_with_the_same_code(tmp_path, dataset):
   assert os.path.isdir(os.path.join(workdir, 'checkpoints', 'ed'))
   with pytest.raises(ValueError, match='Unknown method'):
     train.train_and_evaluate(_config(), workdir, 'rl2', progress=False)
+
+
+def test_ed_num_steps_sets_eds_updates_and_scales_its_warmup(
+  tmp_path, dataset
+):
+  config = _config(num_steps=20, warmup_steps=10, log_every=4)
+  config.ed.num_steps = 8
+  assert train.train_section(config, 'ad') is config.train
+  section = train.train_section(config, 'ed')
+  assert (section.num_steps, section.warmup_steps) == (8, 4)
+  workdir = _workdir(tmp_path, dataset)
+  summary = train.train_and_evaluate(config, workdir, 'ed', progress=False)
+  assert summary['step'] == 8
+  rows = [
+    json.loads(line)
+    for line in open(os.path.join(workdir, 'metrics', 'train_ed.jsonl'))
+  ]
+  assert [r['step'] for r in rows] == [4, 8]
+  # A row holds the mean rate of its 4 updates: the warmup of 4 (not the
+  # 10 of train) ramps 0, 1/4, 2/4, 3/4 of the peak, then the cosine over
+  # the 4 remaining updates runs 1, 0.85, 0.5, 0.15.
+  peak = config.train.learning_rate
+  assert rows[0]['learning_rate'] == pytest.approx(0.375 * peak, rel=0.02)
+  assert rows[1]['learning_rate'] == pytest.approx(0.625 * peak, rel=0.02)
+  train.restore_params(config, workdir, 'ed')  # restores with its section
