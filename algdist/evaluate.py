@@ -11,8 +11,9 @@ by recomputing the full forward pass over a buffer of recent steps.
 
 `evaluate(config, workdir)` rolls out AD and ED on held-out and training
 tasks, runs the baselines (the source algorithm learning from scratch, an
-optional other RL learner from scratch, a random policy, the optimum) on the same tasks and episode axis, and writes
-WORKDIR/eval/results.json (contract in DESIGN.md) and returns.npz.
+optional other RL learner from scratch, a random policy, the optimum) on the
+same tasks and episode axis, and writes WORKDIR/eval/results.json (contract
+in DESIGN.md) and returns.npz.
 
 Letters: N tasks, S seeds (rollouts per task), T env steps, E episodes,
 A actions, L context steps, W recompute window (steps), O obs shape.
@@ -625,7 +626,7 @@ def evaluate(config, workdir: str, progress: bool = True) -> dict:
       if not learner.algorithm:
         raise ValueError(
           "evaluation.methods has 'rl_baseline' but "
-          "evaluation.rl_baseline.algorithm is empty; name one of "
+          'evaluation.rl_baseline.algorithm is empty; name one of '
           f'{agents.names()}.'
         )
       fn, num_actors = make_source_returns_fn(

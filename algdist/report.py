@@ -384,3 +384,65 @@ def training_curves(workdir: str, methods=('ad', 'ed')) -> str | None:
   fig.savefig(path)
   plt.close(fig)
   return path
+
+
+def compare_runs(
+  workdirs: list[str], labels: list[str], path: str, method: str = 'ad'
+) -> dict:
+  """One method's in-context curves from several workdirs on one plot (an
+  ablation: the same experiment with one field changed); returns the merged
+  results, whose 'methods' are the labels.
+
+  Every workdir must hold eval/results.json of the same env and `method`.
+  """
+  if len(workdirs) != len(labels):
+    raise ValueError(
+      f'{len(workdirs)} workdirs but {len(labels)} labels: give one each.'
+    )
+  merged = {'methods': {}}
+  for workdir, label in zip(workdirs, labels, strict=True):
+    file = os.path.join(workdir, 'eval', 'results.json')
+    if not os.path.exists(file):
+      raise FileNotFoundError(f'{file}: run the eval stage there first.')
+    with open(file) as f:
+      results = json.load(f)
+    if merged.setdefault('env', results['env']) != results['env']:
+      raise ValueError(
+        f'{workdir} evaluated {results["env"]}, the others {merged["env"]}.'
+      )
+    if method not in results['methods']:
+      raise ValueError(
+        f'{workdir} has no {method} results (it has '
+        f'{sorted(results["methods"])}).'
+      )
+    merged['methods'][label] = results['methods'][method]
+    merged.setdefault('optimal_return', results['optimal_return'])
+  in_context_curves(merged, path)
+  return merged
+
+
+def main(argv: list[str] | None = None) -> None:
+  """`python -m algdist.report --compare DIR:LABEL ... --out FILE.png
+  [--method ad]`: an ablation's curves on one plot, and its summary table
+  printed."""
+  import argparse
+
+  parser = argparse.ArgumentParser(prog='python -m algdist.report')
+  parser.add_argument(
+    '--compare', nargs='+', required=True, metavar='WORKDIR:LABEL'
+  )
+  parser.add_argument('--out', required=True, help='the PNG to write')
+  parser.add_argument('--method', default='ad', help='ad, ed, source, ...')
+  args = parser.parse_args(argv)
+  pairs = [
+    item.rsplit(':', 1) if ':' in item else (item, item)
+    for item in args.compare
+  ]
+  merged = compare_runs(
+    [p[0] for p in pairs], [p[1] for p in pairs], args.out, args.method
+  )
+  print(summary_markdown(merged))
+
+
+if __name__ == '__main__':
+  main()

@@ -167,9 +167,7 @@ def test_expert_distillation_trains_with_the_same_code(tmp_path, dataset):
     train.train_and_evaluate(_config(), workdir, 'rl2', progress=False)
 
 
-def test_ed_num_steps_sets_eds_updates_and_scales_its_warmup(
-  tmp_path, dataset
-):
+def test_ed_num_steps_sets_eds_updates_and_scales_its_warmup(tmp_path, dataset):
   config = _config(num_steps=20, warmup_steps=10, log_every=4)
   config.ed.num_steps = 8
   assert train.train_section(config, 'ad') is config.train
