@@ -177,7 +177,8 @@ def _method_label(name: str, entry: dict) -> str:
 def _ordered_methods(results: dict) -> list[str]:
   methods = list(results['methods'])
   known = [m for m in _METHOD_STYLE if m in methods]
-  return known + sorted(m for m in methods if m not in _METHOD_STYLE)
+  # Others (compare_runs' labels) in the order given.
+  return known + [m for m in methods if m not in _METHOD_STYLE]
 
 
 def in_context_curves(results: dict, path: str) -> None:

@@ -20,8 +20,10 @@ bandits and the paper's model; histories are still a CPU job).
 Expected (default, 2-core CPU): 2,048 UCB histories of 100 pulls (a pull is
 an episode), the mean reward per pull rising from the average arm's (about
 0.5) toward the best arm's (about 0.9) with cumulative regret growing
-sublinearly, in seconds. AD and ED in-context results (eval/summary.md)
-will be filled in here once measured.
+sublinearly, in seconds. Measured (RESULTS.md; 26 minutes, shared CPU):
+on 256 flipped test bandits x 5 seeds, regret over 100 pulls AD 29.0, ED
+26.9, UCB from scratch 27.0, random 40.3: AD is within 1.5x of UCB but not
+below ED.
 """
 
 import ml_collections

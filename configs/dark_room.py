@@ -6,9 +6,14 @@ Commands (from the repository root):
   python -m algdist.main --config configs/dark_room.py:smoke --workdir /tmp/dr
   python -m algdist.main --config configs/dark_room.py:ppo  # PPO histories
   python -m algdist.main --config configs/dark_room.py:paper  # accelerators
-  # The ablations (RESULTS.md): context of 1 or 2 episodes, subsampling.
+  # The ablations (RESULTS.md has the full commands): context of 1 or 2
+  # episodes (context_steps=20 or 40); subsampling a slow source.
   python -m algdist.main --config configs/dark_room.py \
       --config.model.context_steps=20 --workdir runs/dark_room-context20
+  python -m algdist.main --config configs/dark_room.py \
+      --config.source.config.num_steps=2400 \
+      --config.source.config.anneal_fraction=0.8 \
+      --config.histories.subsample_every=4 --workdir runs/dark_room-every4
 
 Presets: `smoke` (seconds; tests use it), default (AD-epsilon histories, a
 laptop CPU, minutes), `ppo` (histories of PPO learners, each of 16 actors),
@@ -20,7 +25,12 @@ the improvement to be visible inside its context; each stream of a
 16-actor PPO learner improves from experience it never sees, and AD trained
 on those streams stays flat on held-out goals (README, RESULTS.md).
 
-Expected (default, 2-core CPU): see RESULTS.md for the measured figures.
+Expected (default, 2-core CPU, measured; RESULTS.md): 7 min 44 s for every
+stage (histories 1 s, AD 1,500 and ED 300 updates 6 min, evaluation 78 s).
+Last of 100 in-context episodes, 16 held-out goals x 5 seeds: AD 15.65 of
+16.56 (94.5% of optimal; first at 80% in episode 48), ED 0.90 (5%), PPO
+from scratch first at 80% after 192 episodes of experience (4.0x AD's).
+The `ppo` preset: AD 0.49 (3%), flat.
 """
 
 import ml_collections

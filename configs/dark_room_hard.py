@@ -15,7 +15,7 @@ finished stages.
 
 Presets: `smoke` (seconds; tests use it), default (a laptop CPU, minutes),
 `paper` (the paper's scale: about 2,000 histories from A3C-style learners with
-100 actors; for accelerators).
+100 actors; for accelerators), `ad_epsilon` (noise-distilled histories).
 
 Expected (default, 2-core CPU): 1,024 PPO histories of 6,000 steps (300
 episodes or more: a found goal ends its episode), in about half a minute
@@ -29,9 +29,14 @@ so those learners never see a reward and their histories stay at zero.
 Tabular Q-learning with optimistic values did no
 better (81% of 32 learners after 1,000 episodes): its optimism cannot reach
 the far cells because the 20-step time limit counts as terminal and a table
-of (x, y) cannot tell an episode's late steps from its early ones. AD and
-ED in-context results (eval/summary.md) will be filled in here once
-measured.
+of (x, y) cannot tell an episode's late steps from its early ones.
+
+Measured with `ad_epsilon` (RESULTS.md): AD reaches the goal in 7% of the
+last of 100 in-context episodes on the 64 held-out goals (random: 4%).
+Prompted with two optimal episodes it returns to the goal in 67% of the
+next: it learned to exploit a goal it has seen, not to find one (the
+demonstrator's exploration is a random walk). AD on the default's PPO
+histories is not measured yet.
 """
 
 import ml_collections

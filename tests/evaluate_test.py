@@ -216,7 +216,8 @@ def test_results_json_follows_the_contract_and_the_report_is_written(
   assert saved['env'] == 'dark_room'
   assert set(saved['optimal_return']) == {'test', 'train'}
   assert all(isinstance(v, float) for v in saved['optimal_return'].values())
-  assert set(saved['methods']) == {'ad', 'source', 'random'}  # ed: skipped
+  # ed: skipped (no checkpoint)
+  assert set(saved['methods']) == {'ad', 'source', 'rl_baseline', 'random'}
   for method, by_split in saved['methods'].items():
     assert set(by_split) == {'test', 'train'}, method
     for entry in by_split.values():
@@ -225,8 +226,12 @@ def test_results_json_follows_the_contract_and_the_report_is_written(
       assert entry['last_episode_return'] == entry['episode_returns'][-1]
       assert (entry['num_tasks'], entry['num_seeds']) == (2, e.num_seeds)
       assert all(np.isfinite(entry['episode_returns']))
+  baseline = saved['methods']['rl_baseline']['test']
+  assert baseline['algorithm'] == 'ppo'
+  assert baseline['episodes_of_experience_per_episode'] == 4  # smoke actors
   source = saved['methods']['source']['test']
-  assert source['episodes_of_experience_per_episode'] == 4  # smoke actors
+  assert source['algorithm'] == 'noise_distillation'
+  assert source['episodes_of_experience_per_episode'] == 1
   assert saved['seconds']['eval'] > 0
 
   with np.load(os.path.join(workdir, 'eval', 'returns.npz')) as raw:
@@ -270,13 +275,14 @@ def test_rl_baseline_learns_from_scratch_beside_a_demonstrator_source(
   tmp_path,
 ):
   config = dark_room.get_config('smoke')
-  config.source.algorithm = 'noise_distillation'
-  config.source.config = ml_collections.ConfigDict({'num_steps': 200})
+  assert config.source.algorithm == 'noise_distillation'  # a demonstrator
   config.evaluation.update(num_episodes=8, num_test_tasks=1, num_train_tasks=0)
   config.evaluation.methods = ('rl_baseline',)
+  config.evaluation.rl_baseline.algorithm = ''
   with pytest.raises(ValueError, match='rl_baseline.algorithm is empty'):
     evaluate.evaluate(config, str(tmp_path), progress=False)
   config.evaluation.rl_baseline.algorithm = 'q_learning'
+  config.evaluation.rl_baseline.config = ml_collections.ConfigDict()
   config.evaluation.methods = ('source', 'rl_baseline')
   results = evaluate.evaluate(config, str(tmp_path), progress=False)
   baseline = results['methods']['rl_baseline']['test']

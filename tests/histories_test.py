@@ -158,7 +158,8 @@ def test_killed_generation_resumes_to_the_identical_dataset(tmp_path):
     '-m',
     'algdist.main',
     '--config',
-    'configs/dark_room.py:smoke',
+    # PPO learners: slow enough per shard for the kill to land mid-run.
+    'configs/dark_room.py:ppo',
     '--mode',
     'generate',
   ]

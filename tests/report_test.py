@@ -35,10 +35,13 @@ def test_compare_runs_puts_one_method_of_each_run_on_one_plot(tmp_path):
     ['--compare', f'{short}:context 20', f'{long}:context 80', '--out', out]
   )
   assert os.path.getsize(out) > 0
-  merged = report.compare_runs([short, long], ['a', 'b'], out)
-  assert merged['methods']['b']['test']['episode_returns'] == [1.0, 5.0, 9.0]
+  merged = report.compare_runs([short, long], ['z', 'a'], out)
+  assert merged['methods']['a']['test']['episode_returns'] == [1.0, 5.0, 9.0]
   summary = report.summary_markdown(merged)
-  assert '| a | test | 3.000 |' in summary and '| b | test | 9.000 |' in summary
+  # Rows in the order given, not sorted by label.
+  assert summary.index('| z | test | 3.000 |') < summary.index(
+    '| a | test | 9.000 |'
+  )
 
 
 def test_compare_runs_refuses_mismatched_inputs_by_name(tmp_path):

@@ -160,8 +160,9 @@ def test_metrics_and_validation_are_logged(tmp_path, dataset):
 
 def test_expert_distillation_trains_with_the_same_code(tmp_path, dataset):
   workdir = _workdir(tmp_path, dataset)
-  summary = train.train_and_evaluate(_config(), workdir, 'ed', progress=False)
-  assert summary['step'] == 20
+  config = _config()
+  summary = train.train_and_evaluate(config, workdir, 'ed', progress=False)
+  assert summary['step'] == config.ed.num_steps  # ED's own, not train's
   assert os.path.isdir(os.path.join(workdir, 'checkpoints', 'ed'))
   with pytest.raises(ValueError, match='Unknown method'):
     train.train_and_evaluate(_config(), workdir, 'rl2', progress=False)
