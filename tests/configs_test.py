@@ -33,7 +33,7 @@ CONFIGS = {
 PRESETS = ('smoke', None, 'paper')
 # Presets beyond these three, per config.
 EXTRA_PRESETS = {
-  'dark_room': ('ppo',),
+  'dark_room': ('ad_epsilon',),
   'dark_room_hard': ('ad_epsilon',),
   'dark_key_to_door': ('ad_epsilon',),
 }

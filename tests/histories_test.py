@@ -159,7 +159,7 @@ def test_killed_generation_resumes_to_the_identical_dataset(tmp_path):
     'algdist.main',
     '--config',
     # PPO learners: slow enough per shard for the kill to land mid-run.
-    'configs/dark_room.py:ppo',
+    'configs/dark_room.py',
     '--mode',
     'generate',
   ]
