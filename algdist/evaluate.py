@@ -571,6 +571,13 @@ def evaluate(config, workdir: str, progress: bool = True) -> dict:
     raise ValueError(
       f'evaluation.methods has unknown {unknown}; use some of {METHODS}.'
     )
+  # Checked before any rollout, so that a bad config loses no work.
+  if 'rl_baseline' in e.methods and not e.rl_baseline.algorithm:
+    raise ValueError(
+      "evaluation.methods has 'rl_baseline' but "
+      'evaluation.rl_baseline.algorithm is empty; name one of '
+      f'{agents.names()}.'
+    )
   env, env_params = envs.make(config.env.name, **config.env.overrides.to_dict())
   num_actions = env.action_space(env_params).n
   splits = {
@@ -623,12 +630,6 @@ def evaluate(config, workdir: str, progress: bool = True) -> dict:
       extra[method] = {'episodes_of_experience_per_episode': 1}
     elif method in ('source', 'rl_baseline'):
       learner = config.source if method == 'source' else e.rl_baseline
-      if not learner.algorithm:
-        raise ValueError(
-          "evaluation.methods has 'rl_baseline' but "
-          'evaluation.rl_baseline.algorithm is empty; name one of '
-          f'{agents.names()}.'
-        )
       fn, num_actors = make_source_returns_fn(
         learner, env, e.num_episodes, env_params
       )

@@ -368,7 +368,7 @@ def train_section(config, method: str):
   updates and the warmup scaled alike (ED imitates one near-fixed policy and
   converges in a fraction of AD's updates)."""
   t = config.train
-  steps = config.ed.get('num_steps') if method == 'ed' else None
+  steps = config.ed.num_steps if method == 'ed' else 0
   if not steps or steps == t.num_steps:
     return t
   t = ml_collections.ConfigDict(t.to_dict())
