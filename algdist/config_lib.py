@@ -8,21 +8,30 @@ resulting ConfigDict only in `main.py` and the stage entry points
 
 from __future__ import annotations
 
+import dataclasses
+
 import ml_collections
 
+from algdist import agents
 
-def noise_distillation(
-  *, num_steps: int, anneal_fraction: float
-) -> ml_collections.ConfigDict:
-  """The `source` section of AD-epsilon histories (PAPER.md): the env's
-  optimal policy with epsilon-noise falling from 1 to 0 over the first
-  `anneal_fraction` of `num_steps` env steps, one stream per demonstrator."""
+
+def source(algorithm: str, **settings) -> ml_collections.ConfigDict:
+  """A learner section (`source`, `evaluation.rl_baseline`): `algorithm` and
+  every setting of its Config, the ones in `settings` changed.
+
+  Every setting is present, not only the changed ones, so that any of them
+  can be overridden from the command line (`--config.source.config.X=V`);
+  each is documented on its Config in algdist/agents/<module>.py. A setting
+  the algorithm does not have is a ValueError naming its settings.
+  """
+  algorithm_config, _ = agents.get(algorithm, **settings)
+  fields = dataclasses.asdict(algorithm_config)
+  # The bandit module serves two algorithms through one field; here the
+  # section's `algorithm` names it, once.
+  fields.pop('algorithm', None)
   c = ml_collections.ConfigDict()
-  c.algorithm = 'noise_distillation'  # see algdist.agents.names()
-  # Overrides of algdist/agents/noise_distillation.py's Config.
-  c.config = ml_collections.ConfigDict()
-  c.config.num_steps = num_steps  # env steps per history
-  c.config.anneal_fraction = anneal_fraction  # of the history, 1 -> 0
+  c.algorithm = algorithm  # see algdist.agents.names()
+  c.config = ml_collections.ConfigDict(fields)  # its Config's settings
   return c
 
 
@@ -148,9 +157,9 @@ def evaluation(*, num_episodes: int) -> ml_collections.ConfigDict:
   c.methods = ('ad', 'ed', 'source', 'random')
   # 'rl_baseline': an RL learner run from scratch on the same tasks, for a
   # source that is not one (noise distillation knows the optimal policy, so
-  # its curve says nothing of how fast RL learns). Same shape as `source`;
-  # add 'rl_baseline' to `methods` to run it.
+  # its curve says nothing of how fast RL learns). Same shape as `source`
+  # (set it with `source(...)`); add 'rl_baseline' to `methods` to run it.
   c.rl_baseline = ml_collections.ConfigDict()
   c.rl_baseline.algorithm = ''  # see algdist.agents.names(); '' = none
-  c.rl_baseline.config = ml_collections.ConfigDict()  # its config overrides
+  c.rl_baseline.config = ml_collections.ConfigDict()  # its Config's settings
   return c

@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import sys
 import time
 
 from absl import app, flags
@@ -190,6 +192,37 @@ def run(config, workdir: str, mode: str = 'all') -> None:
       print(f.read())
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with an override of a field the config lacks said
+  in one line (ml_collections raises it from deep inside, a traceback)."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    sys.exit(f'FATAL Flags parsing error: {e}\n{_HELP}')
+  except (KeyError, AttributeError) as e:
+    text = str(e).replace('\\n', '\n').replace("\\'", "'")
+    names = re.findall(r"'(\w+)'", text)
+    hint = re.search(r'Did you mean "(\w+)" instead', text)
+    name = names[0] if names else '?'
+    culprit = next(
+      (
+        a.split('=')[0]
+        for a in argv
+        if a.startswith('--config.') and f'.{name}' in a.split('=')[0]
+      ),
+      f'--config...{name}',
+    )
+    sys.exit(
+      f"FATAL Flags parsing error: {culprit}: the config has no field '{name}'"
+      + (f'; did you mean "{hint.group(1)}"?' if hint else '.')
+      + '\nFields and their comments: the config file under configs/ (a '
+      f"learner's settings: its Config in algdist/agents/).\n{_HELP}"
+    )
+
+
+_HELP = 'Pass --helpshort or --helpfull to see help on flags.'
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -206,4 +239,4 @@ def main(argv):
 
 if __name__ == '__main__':
   flags.mark_flag_as_required('config')
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -49,13 +49,13 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   # Seeds the family of arm means (an integer); train and test draw apart.
   config.env.overrides.split_seed = 0
 
-  # The source algorithm whose learning histories AD distils.
-  config.source = ml_collections.ConfigDict()
-  config.source.algorithm = 'ucb'  # see algdist.agents.names()
-  # Overrides of that algorithm's default config (algdist/agents/*.py).
-  config.source.config = ml_collections.ConfigDict()
-  config.source.config.num_pulls = 100  # pulls (= 1-step episodes) per history
-  config.source.config.num_actors = 1  # streams sharing one learner's counts
+  # The source algorithm whose learning histories AD distils, with every
+  # setting of its Config (algdist/agents/bandits.py); changed here:
+  config.source = config_lib.source(
+    'ucb',
+    num_pulls=100,  # pulls (= 1-step episodes) per history
+    num_actors=1,  # streams sharing one learner's counts
+  )
 
   config.histories = ml_collections.ConfigDict()
   config.histories.num_tasks = 2048  # training bandits (arm-mean vectors)

@@ -51,22 +51,20 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   # Fixes which 1,000 of the 6,480 (key, door) pairs are held out.
   config.env.overrides.split_seed = 0
 
-  # The source algorithm whose learning histories AD distils.
-  config.source = ml_collections.ConfigDict()
-  config.source.algorithm = 'ppo'  # see algdist.agents.names()
-  # Overrides of that algorithm's default config (algdist/agents/*.py).
-  config.source.config = ml_collections.ConfigDict()
-  config.source.config.num_actors = 16  # actors (= streams) per learner
-  # Updates of 20 steps: 6,000 steps. At 3,000, 2 of 64 learners had found
-  # the key but not yet the door.
-  config.source.config.num_updates = 300
-  # Step size falls linearly to 0 (bool), as for Dark Room.
-  config.source.config.anneal_learning_rate = True
-  # The policy also sees the return so far in the episode (bool), i.e.
-  # whether it holds the key: without it a policy of (x, y) alone stalled
-  # at about 80% of optimal (it must act alike on a cell before and after
-  # the key).
-  config.source.config.observe_episode_return = True
+  # The source algorithm whose learning histories AD distils, with every
+  # setting of its Config (algdist/agents/actor_critic.py); changed here:
+  config.source = config_lib.source(
+    'ppo',
+    num_actors=16,  # actors (= streams) per learner
+    # Updates of 20 steps: 6,000 steps. At 3,000, 2 of 64 learners had found
+    # the key but not yet the door.
+    num_updates=300,
+    anneal_learning_rate=True,  # step size falls to 0, as for Dark Room
+    # The policy also sees the return so far in the episode, i.e. whether it
+    # holds the key: without it a policy of (x, y) alone stalled at about
+    # 80% of optimal (it must act alike on a cell before and after the key).
+    observe_episode_return=True,
+  )
 
   config.histories = ml_collections.ConfigDict()
   config.histories.num_tasks = 64  # training (key, door) pairs with learners
@@ -101,8 +99,8 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     # AD-epsilon: epsilon falls over the first 1,000 of 4,000 steps (about
     # 25 episodes of 50 steps); the rest are optimal episodes (key, then
     # door), about 15 steps each.
-    config.source = config_lib.noise_distillation(
-      num_steps=4000, anneal_fraction=0.25
+    config.source = config_lib.source(
+      'noise_distillation', num_steps=4000, anneal_fraction=0.25
     )
     config.histories.update(learners_per_task=16, learners_per_shard=256)
     config.model.dropout = 0.0  # as for Dark Room (RESULTS.md)

@@ -65,8 +65,8 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   # The source of the histories: AD-epsilon, epsilon falling from 1 to 0
   # over the first 15 of 30 episodes. Measured: 0.5 of 600 steps trained a
   # better AD than 0.8 of 800 (RESULTS.md).
-  config.source = config_lib.noise_distillation(
-    num_steps=600, anneal_fraction=0.5
+  config.source = config_lib.source(
+    'noise_distillation', num_steps=600, anneal_fraction=0.5
   )
 
   config.histories = ml_collections.ConfigDict()
@@ -101,12 +101,10 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   # The demonstrator knows the goal, so its curve says nothing about how fast
   # RL learns: PPO from scratch (the default's learner) is the RL
   # baseline, with 16 episodes of experience per point on its curve.
-  config.evaluation.rl_baseline.algorithm = 'ppo'
-  config.evaluation.rl_baseline.config = _ppo()
+  config.evaluation.rl_baseline = _ppo()
 
   if preset in ('default', 'paper'):
-    config.source.algorithm = 'ppo'
-    config.source.config = _ppo()
+    config.source = _ppo()
     config.histories.learners_per_task = 1  # independent learners per goal
     config.histories.learners_per_shard = 32  # learners per jit call and file
     config.model.dropout = 0.1  # the paper's
@@ -143,10 +141,11 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
 
 def _ppo() -> ml_collections.ConfigDict:
   """PPO learners of 16 actors, each actor's stream 100 episodes long."""
-  c = ml_collections.ConfigDict()
-  c.num_actors = 16  # actors (= streams) per learner
-  c.num_updates = 100  # updates of 20 steps: 100 episodes
-  # Step size falls linearly to 0 (bool): at a constant 5e-3 about 1 learner
-  # in 20 fell off a learned goal late in the run and ended below 90%.
-  c.anneal_learning_rate = True
-  return c
+  return config_lib.source(
+    'ppo',
+    num_actors=16,  # actors (= streams) per learner
+    num_updates=100,  # updates of 20 steps: 100 episodes
+    # Step size falls linearly to 0: at a constant 5e-3 about 1 learner in
+    # 20 fell off a learned goal late in the run and ended below 90%.
+    anneal_learning_rate=True,
+  )

@@ -61,17 +61,16 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   config.env.overrides = ml_collections.ConfigDict()
   config.env.overrides.split_seed = 0  # fixes which 64 goals are held out
 
-  # The source algorithm whose learning histories AD distils.
-  config.source = ml_collections.ConfigDict()
-  config.source.algorithm = 'ppo'  # see algdist.agents.names()
-  # Overrides of that algorithm's default config (algdist/agents/*.py).
-  config.source.config = ml_collections.ConfigDict()
-  config.source.config.num_actors = 16  # actors (= streams) per learner
-  # Updates of 20 steps: 6,000 steps, 300 episodes or more (a found goal
-  # ends its episode early).
-  config.source.config.num_updates = 300
-  # Step size falls linearly to 0 (bool), as for Dark Room.
-  config.source.config.anneal_learning_rate = True
+  # The source algorithm whose learning histories AD distils, with every
+  # setting of its Config (algdist/agents/actor_critic.py); changed here:
+  config.source = config_lib.source(
+    'ppo',
+    num_actors=16,  # actors (= streams) per learner
+    # Updates of 20 steps: 6,000 steps, 300 episodes or more (a found goal
+    # ends its episode early).
+    num_updates=300,
+    anneal_learning_rate=True,  # step size falls to 0, as for Dark Room
+  )
 
   config.histories = ml_collections.ConfigDict()
   config.histories.num_tasks = 64  # training goals with learners (of 225)
@@ -106,8 +105,8 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   if preset == 'ad_epsilon':
     # AD-epsilon: epsilon falls over the first 1,280 of 3,200 steps; 3,200
     # steps hold the 160 episodes ED keeps.
-    config.source = config_lib.noise_distillation(
-      num_steps=3200, anneal_fraction=0.4
+    config.source = config_lib.source(
+      'noise_distillation', num_steps=3200, anneal_fraction=0.4
     )
     config.histories.update(learners_per_task=16, learners_per_shard=256)
     config.model.dropout = 0.0  # as for Dark Room (RESULTS.md)

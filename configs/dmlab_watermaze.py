@@ -55,17 +55,17 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   # Fixes which 8 of the 44 platform lattice cells are held out.
   config.env.overrides.split_seed = 0
 
-  # The source algorithm whose learning histories AD distils.
-  config.source = ml_collections.ConfigDict()
-  config.source.algorithm = 'dqn'  # see algdist.agents.names()
-  # Overrides of that algorithm's default config (algdist/agents/dqn.py).
-  config.source.config = ml_collections.ConfigDict()
-  config.source.config.num_actors = 16  # actors (= streams) per learner
-  # Env steps per actor: the history's length (60 episodes of 50 steps).
-  config.source.config.num_steps = 3000
-  # Replay capacity in transitions over all actors (20.7 KB each).
-  config.source.config.buffer_size = 4096
-  config.source.config.learning_starts = 1024  # transitions before learning
+  # The source algorithm whose learning histories AD distils, with every
+  # setting of its Config (algdist/agents/dqn.py); changed here:
+  config.source = config_lib.source(
+    'dqn',
+    num_actors=16,  # actors (= streams) per learner
+    # Env steps per actor: the history's length (60 episodes of 50 steps).
+    num_steps=3000,
+    # Replay capacity in transitions over all actors (20.7 KB each).
+    buffer_size=4096,
+    learning_starts=1024,  # transitions before learning
+  )
 
   config.histories = ml_collections.ConfigDict()
   config.histories.num_tasks = 2  # training platform positions with learners

@@ -5,6 +5,7 @@ AD and ED -> eval -> report) through `main.run`, as the command line does,
 and WORKDIR/eval/results.json is checked against DESIGN.md's contract.
 """
 
+import dataclasses
 import json
 import math
 import os
@@ -87,6 +88,15 @@ def test_every_preset_builds_every_section_consistently(name, preset):
   for section in SECTIONS:
     assert isinstance(config[section], ml_collections.ConfigDict), section
   assert config.env.name in envs.names()
+  # Every setting of each learner is present, so any can be overridden
+  # from the command line.
+  learners = [config.source]
+  if config.evaluation.rl_baseline.algorithm:
+    learners.append(config.evaluation.rl_baseline)
+  for learner in learners:
+    algorithm_config, _ = agents.get(learner.algorithm)
+    settings = set(dataclasses.asdict(algorithm_config)) - {'algorithm'}
+    assert set(learner.config) == settings, learner.algorithm
   # The stages' own checks, made here without data or compilation.
   assert config.model.context_steps <= config.data.window_steps
   for method in ('ad', 'ed'):

@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -28,3 +30,52 @@ def test_a_workdir_of_another_config_is_refused_and_eval_changes_allowed(
   }
   with open(os.path.join(workdir, 'config.json')) as f:
     assert json.load(f)['train']['num_steps'] == 20
+
+
+@pytest.mark.parametrize(
+  'override, says',
+  [
+    ('--config.train.num_step=3', "no field 'num_step'; did you mean"),
+    ('--config.trian.num_steps=3', "no field 'trian'; did you mean"),
+    # Every setting of the source algorithm is in the config, so any of
+    # them can be overridden; a misspelt one is named.
+    ('--config.source.config.exploraton=0.5', "'exploraton'"),
+    ('--config.train.num_steps=abc', 'invalid literal for int()'),
+  ],
+)
+def test_a_bad_override_is_one_clear_line_and_nothing_runs(
+  tmp_path, override, says
+):
+  workdir = tmp_path / 'run'
+  proc = subprocess.run(
+    [sys.executable, '-m', 'algdist.main']
+    + ['--config', 'configs/adversarial_bandit.py:smoke']
+    + ['--workdir', str(workdir), override],
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
+  assert proc.returncode != 0
+  assert 'Traceback' not in proc.stderr
+  assert f'FATAL Flags parsing error: {override.split("=")[0]}' in (
+    proc.stderr.replace('flag ', '')
+  )
+  assert says in proc.stderr
+  assert not workdir.exists()
+
+
+def test_a_source_setting_the_config_file_leaves_alone_can_be_overridden(
+  tmp_path,
+):
+  workdir = tmp_path / 'run'
+  subprocess.run(
+    [sys.executable, '-m', 'algdist.main']
+    + ['--config', 'configs/adversarial_bandit.py:smoke']
+    + ['--workdir', str(workdir), '--mode', 'generate']
+    + ['--config.source.config.exploration=0.25'],
+    check=True,
+    capture_output=True,
+    timeout=300,
+  )
+  with open(workdir / 'config.json') as f:
+    assert json.load(f)['source']['config']['exploration'] == 0.25
