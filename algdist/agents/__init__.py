@@ -24,6 +24,7 @@ _ALGORITHMS = {
   'ucb': 'bandits',
   'thompson': 'bandits',
   'noise_distillation': 'noise_distillation',
+  'coverage': 'coverage',
 }
 
 

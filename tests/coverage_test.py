@@ -1,0 +1,93 @@
+"""The coverage learner: sweeps unvisited cells, then exploits the goal."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from algdist import agents, envs
+from algdist.agents import base, coverage
+
+
+def _complete_episode_returns(history):
+  """Returns of one stream's complete episodes (the last may be cut off)."""
+  num = int(np.asarray(history.episode_start).sum())
+  return np.asarray(base.episode_returns(history, num))[:-1]
+
+
+def _histories(name, num_steps, **settings):
+  env, params = envs.make(name)
+  config, make_train = agents.get('coverage', num_steps=num_steps, **settings)
+  learn = chex.assert_max_traces(make_train(config, env), n=1)
+  train = jax.jit(jax.vmap(learn))
+  tasks = env.tasks(params, 'train')
+  keys = jax.random.split(jax.random.key(0), tasks.goal.shape[0])
+  memory, history = train(keys, tasks)
+  return env, tasks, memory, history
+
+
+def test_finds_every_hard_goal_then_reaches_it_every_episode():
+  env, tasks, memory, history = _histories('dark_room_hard', 600)
+  np.testing.assert_array_equal(memory.goal_known, True)
+  np.testing.assert_array_equal(memory.goal[:, 0], tasks.goal)
+  first_found = []
+  for i in range(tasks.goal.shape[0]):
+    returns = _complete_episode_returns(jax.tree.map(lambda x: x[i, 0], history))
+    found = int(np.argmax(returns))
+    first_found.append(found)
+    assert returns[found] == 1.0
+    # Once found, every later episode reaches it on a shortest path.
+    np.testing.assert_array_equal(returns[found:], 1.0)
+  # A random walk finds a Hard goal in about 4% of episodes; the sweep
+  # needs at most 18 episodes for any goal and about 8 on average.
+  assert max(first_found) < 18, max(first_found)
+  assert 4 < np.mean(first_found) < 10, np.mean(first_found)
+
+
+def test_search_is_the_same_on_every_task_until_the_goal_pays():
+  _, tasks, _, history = _histories('dark_room_hard', 200)
+  obs = np.asarray(history.obs[:, 0])  # [N, T, 2]
+  reward = np.asarray(history.reward[:, 0])
+  paid = np.where(reward.any(-1), reward.argmax(-1), reward.shape[-1])
+  far, near = np.argmax(paid), np.argmin(paid)
+  t = paid[near]
+  np.testing.assert_array_equal(obs[near, : t + 1], obs[far, : t + 1])
+
+
+def test_dark_room_episodes_are_optimal_once_the_goal_is_found():
+  env, tasks, _, history = _histories('dark_room', 400)
+  optimal = np.asarray(env.optimal_return(tasks))
+  for i in range(tasks.goal.shape[0]):
+    returns = _complete_episode_returns(jax.tree.map(lambda x: x[i, 0], history))
+    # 9x9 is covered within 6 episodes; from then on, the optimum.
+    np.testing.assert_array_equal(returns[6:], optimal[i])
+
+
+def test_nearest_unvisited_breaks_ties_by_lowest_index():
+  visited = jnp.zeros((5, 5), bool).at[2, 2].set(True)
+  # (1, 2), (2, 1), (2, 3), (3, 2) are all at distance 1: (1, 2) is first.
+  np.testing.assert_array_equal(
+    coverage.nearest_unvisited(jnp.array([2, 2]), visited), [1, 2]
+  )
+  everything = jnp.ones((5, 5), bool)
+  np.testing.assert_array_equal(
+    coverage.nearest_unvisited(jnp.array([4, 0]), everything), [4, 0]
+  )
+
+
+def test_epsilon_one_acts_uniformly():
+  _, _, _, history = _histories('dark_room', 100, epsilon=1.0)
+  counts = np.bincount(np.asarray(history.action).ravel(), minlength=5)
+  np.testing.assert_allclose(counts / counts.sum(), 0.2, atol=0.03)
+
+
+def test_refuses_a_non_grid_env_and_bad_settings():
+  bandit, _ = envs.make('adversarial_bandit')
+  config, make_train = agents.get('coverage')
+  with pytest.raises(ValueError, match='Dark Room family'):
+    make_train(config, bandit)
+  room, _ = envs.make('dark_room')
+  config, make_train = agents.get('coverage', epsilon=2.0)
+  with pytest.raises(ValueError, match='epsilon=2.0'):
+    make_train(config, room)
