@@ -79,6 +79,11 @@ def data(
   # to measure validation loss; they never reach training.
   c.validation_tasks = validation_tasks
   c.num_validation_windows = 512  # windows in the fixed validation set
+  # Probability that a training window starts at its history's first step
+  # (ED: its first expert step): the empty context every evaluation rollout
+  # starts from, which uniform starts almost never show the model. Matters
+  # for a source whose first episodes are the same on every task (coverage).
+  c.first_window_prob = 0.0
   c.seed = 0  # seeds the validation split and windows
   # 'device': dataset on the accelerator, windows gathered inside jit;
   # 'stream': windows read from the memory-mapped shards by a grain loader;

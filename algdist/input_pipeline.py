@@ -136,17 +136,34 @@ def device_data(
   )
 
 
-def _draw(key: jax.Array, first, last, batch: int):
-  """Random (history, start) pairs: a uniform history, a uniform start."""
-  key_h, key_s = jax.random.split(key)
+def _draw(key: jax.Array, first, last, batch: int, first_window_prob: float):
+  """Random (history, start) pairs: a uniform history, a uniform start (the
+  history's first step with probability `first_window_prob`)."""
+  key_h, key_s, key_f = jax.random.split(key, 3)
   h_B = jax.random.randint(key_h, (batch,), 0, first.shape[0])
   start_B = jax.random.randint(key_s, (batch,), first[h_B], last[h_B] + 1)
+  if first_window_prob > 0:  # static: no extra draw, same windows, at 0
+    at_first = jax.random.uniform(key_f, (batch,)) < first_window_prob
+    start_B = jnp.where(at_first, first[h_B], start_B)
   return h_B, start_B
 
 
-def sample_windows(key: jax.Array, data: DeviceData, batch: int, context: int):
-  """`batch` random windows of `context` steps: (Steps, target), [B, L]."""
-  h_B, start_B = _draw(key, data.first_step, data.last_start, batch)
+def sample_windows(
+  key: jax.Array,
+  data: DeviceData,
+  batch: int,
+  context: int,
+  first_window_prob: float = 0.0,
+):
+  """`batch` random windows of `context` steps: (Steps, target), [B, L].
+
+  A uniform start rarely hits a history's first step, the empty context an
+  evaluation rollout starts from; `first_window_prob` puts that share of
+  windows there (data.first_window_prob).
+  """
+  h_B, start_B = _draw(
+    key, data.first_step, data.last_start, batch, first_window_prob
+  )
 
   def window(x):
     take = lambda h, s: jax.lax.dynamic_slice_in_dim(x[h], s, context)
@@ -170,7 +187,17 @@ class WindowSource:
   (seed, g), the same rule as `sample_windows` in law, if not in bits.
   """
 
-  def __init__(self, history, rows, selection, num_actions, context, seed):
+  def __init__(
+    self,
+    history,
+    rows,
+    selection,
+    num_actions,
+    context,
+    seed,
+    first_window_prob: float = 0.0,
+  ):
+    self._first_window_prob = first_window_prob
     self._history = history
     self._rows = np.asarray(rows)
     self._first = selection.first_step[self._rows]
@@ -186,6 +213,8 @@ class WindowSource:
     rng = np.random.default_rng((self._seed, int(g)))
     i = int(rng.integers(len(self._rows)))
     start = int(rng.integers(self._first[i], self._last[i] + 1))
+    if self._first_window_prob > 0 and rng.random() < self._first_window_prob:
+      start = int(self._first[i])
     # One step before the window, so step `start` gets its real a_{t-1}.
     lo = max(start - 1, 0)
     raw = jax.tree.map(

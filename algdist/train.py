@@ -451,7 +451,9 @@ def batch_iterator(config, run: Run, start_step: int):
 
     def sample(step):
       key = jax.random.fold_in(data_key, step)
-      return input_pipeline.sample_windows(key, data, batch_size, context)
+      return input_pipeline.sample_windows(
+        key, data, batch_size, context, config.data.first_window_prob
+      )
 
     shapes = jax.eval_shape(sample, 0)
     return jax.jit(sample, out_shardings=jax.tree.map(batch_shard, shapes))
@@ -463,6 +465,7 @@ def batch_iterator(config, run: Run, start_step: int):
     cfg.num_actions,
     context,
     seed=t.seed,
+    first_window_prob=config.data.first_window_prob,
   )
   stream = input_pipeline.stream_windows(
     source,

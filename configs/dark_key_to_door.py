@@ -36,10 +36,10 @@ from algdist import config_lib
 def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   """The Key-to-Door experiment; `preset` is None, 'smoke' or 'paper'."""
   preset = preset or 'default'
-  if preset not in ('smoke', 'default', 'paper', 'ad_epsilon'):
+  if preset not in ('smoke', 'default', 'paper', 'ad_epsilon', 'coverage'):
     raise ValueError(
       f"Unknown preset '{preset}' for dark_key_to_door: use smoke, paper, "
-      'ad_epsilon, or none.'
+      'ad_epsilon, coverage, or none.'
     )
   config = ml_collections.ConfigDict()
   config.preset = preset  # which preset this config came from
@@ -112,6 +112,26 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     # windows; 80 hold them. ED imitates one policy: 300 updates.
     config.ed.update(expert_episodes=80, num_steps=300)
     config.evaluation.num_episodes = 60
+  if preset == 'coverage':
+    # A learner that sweeps unvisited cells for the key, then (holding it)
+    # for the door, and walks key -> door once it knows both
+    # (algdist/agents/coverage.py): it takes both within 4 episodes. 4,000
+    # steps leave at least 100 exploiting episodes, ED's expert episodes.
+    config.source = config_lib.source('coverage', num_steps=4000)
+    # Random starts make every history different: one learner per pair,
+    # 2,048 pairs.
+    config.histories.update(
+      num_tasks=2048, learners_per_task=1, learners_per_shard=512
+    )
+    # The sweep fills a history's first 200 steps; a quarter of the windows
+    # start there, from the empty context evaluation starts from.
+    config.data.first_window_prob = 0.25
+    config.model.update(num_layers=2, dropout=0.0)  # as Dark Room's
+    config.train.update(
+      num_steps=2000, batch_size=16, learning_rate=1e-3, warmup_steps=500
+    )
+    config.ed.update(expert_episodes=100, num_steps=300)
+    config.evaluation.num_episodes = 30  # the source has both by episode 4
   if preset == 'smoke':
     config.source.config.num_actors = 4
     config.source.config.num_updates = 5

@@ -117,17 +117,23 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     # A learner that sweeps the cells it has not entered until a step pays,
     # then walks straight back every episode (algdist/agents/coverage.py):
     # systematic exploration, which AD-epsilon's random walk lacks. It finds
-    # every goal within 18 episodes; 3,000 steps leave at least 160
-    # goal-reaching episodes after that, ED's expert episodes.
-    config.source = config_lib.source('coverage', num_steps=3000)
+    # every goal within 18 episodes (360 steps); 6,000 steps leave at least
+    # 320 goal-reaching episodes after that, ED's expert episodes.
+    config.source = config_lib.source('coverage', num_steps=6000)
     # Its search is the same on every task until the goal shows up, so one
     # learner per goal; all 225 training goals.
     config.histories.update(num_tasks=225, learners_per_shard=75)
-    config.model.update(num_layers=2, dropout=0.0)  # as Dark Room's
+    # 160 steps of context (8 sweeping episodes) and windows of 320 that,
+    # started at a history's first step, hold nearly the whole sweep: half
+    # the windows start there, from the empty context evaluation starts
+    # from (uniform starts would almost never show the sweep's later paths,
+    # which only far goals' histories contain).
+    config.model.update(context_steps=160, num_layers=2, dropout=0.0)
+    config.data.update(window_steps=320, first_window_prob=0.5)
     config.train.update(
-      num_steps=1500, batch_size=16, learning_rate=1e-3, warmup_steps=500
+      num_steps=2000, batch_size=16, learning_rate=1e-3, warmup_steps=500
     )
-    config.ed.num_steps = 200  # updates: exploitation is easy to imitate
+    config.ed.update(expert_episodes=320, num_steps=200)
     config.evaluation.num_episodes = 50  # the source finds goals within 18
     config.evaluation.num_test_tasks = -1  # all 64 held-out goals
   if preset == 'smoke':

@@ -10,30 +10,32 @@ from algdist import agents, envs
 from algdist.agents import base, coverage
 
 
-def _complete_episode_returns(history):
-  """Returns of one stream's complete episodes (the last may be cut off)."""
-  num = int(np.asarray(history.episode_start).sum())
-  return np.asarray(base.episode_returns(history, num))[:-1]
+def _complete_episode_returns(history, i):
+  """Returns of learner i's complete episodes (the last may be cut off)."""
+  stream = jax.tree.map(lambda x: x[i, 0], history)
+  num = int(np.asarray(stream.episode_start).sum())
+  return np.asarray(base.episode_returns(stream, num))[:-1]
 
 
-def _histories(name, num_steps, **settings):
+def _histories(name, num_steps, num_tasks=None, **settings):
   env, params = envs.make(name)
   config, make_train = agents.get('coverage', num_steps=num_steps, **settings)
   learn = chex.assert_max_traces(make_train(config, env), n=1)
   train = jax.jit(jax.vmap(learn))
-  tasks = env.tasks(params, 'train')
-  keys = jax.random.split(jax.random.key(0), tasks.goal.shape[0])
+  tasks = env.tasks(params, 'train', num=num_tasks)
+  num = jax.tree.leaves(tasks)[0].shape[0]
+  keys = jax.random.split(jax.random.key(0), num)
   memory, history = train(keys, tasks)
   return env, tasks, memory, history
 
 
 def test_finds_every_hard_goal_then_reaches_it_every_episode():
   env, tasks, memory, history = _histories('dark_room_hard', 600)
-  np.testing.assert_array_equal(memory.goal_known, True)
-  np.testing.assert_array_equal(memory.goal[:, 0], tasks.goal)
+  np.testing.assert_array_equal(memory.known, True)
+  np.testing.assert_array_equal(memory.target[:, 0, 0], tasks.goal)
   first_found = []
   for i in range(tasks.goal.shape[0]):
-    returns = _complete_episode_returns(jax.tree.map(lambda x: x[i, 0], history))
+    returns = _complete_episode_returns(history, i)
     found = int(np.argmax(returns))
     first_found.append(found)
     assert returns[found] == 1.0
@@ -59,9 +61,28 @@ def test_dark_room_episodes_are_optimal_once_the_goal_is_found():
   env, tasks, _, history = _histories('dark_room', 400)
   optimal = np.asarray(env.optimal_return(tasks))
   for i in range(tasks.goal.shape[0]):
-    returns = _complete_episode_returns(jax.tree.map(lambda x: x[i, 0], history))
+    returns = _complete_episode_returns(history, i)
     # 9x9 is covered within 6 episodes; from then on, the optimum.
     np.testing.assert_array_equal(returns[6:], optimal[i])
+
+
+def test_key_to_door_finds_key_then_door_then_takes_both_every_episode():
+  env, tasks, memory, history = _histories(
+    'dark_key_to_door', 1500, num_tasks=64
+  )
+  chex.assert_shape(memory.visited, (tasks.key_pos.shape[0], 1, 2, 9, 9))
+  np.testing.assert_array_equal(memory.known, True)
+  np.testing.assert_array_equal(memory.target[:, 0, 0], tasks.key_pos)
+  np.testing.assert_array_equal(memory.target[:, 0, 1], tasks.door_pos)
+  both = []
+  for i in range(tasks.key_pos.shape[0]):
+    returns = _complete_episode_returns(history, i)
+    first = int(np.argmax(returns == 2))
+    both.append(first)
+    # From the first episode that takes both, every episode does.
+    np.testing.assert_array_equal(returns[first:], 2.0)
+  # Each 50-step episode sweeps a good part of the 81 cells.
+  assert max(both) <= 8, max(both)
 
 
 def test_nearest_unvisited_breaks_ties_by_lowest_index():

@@ -152,3 +152,32 @@ def test_streamed_windows_follow_the_same_rule_and_resume_exactly():
   ]
   joined = jax.tree.map(lambda a, b: np.concatenate([a, b]), *halves)
   chex.assert_trees_all_equal(joined, batches[1])
+
+
+@pytest.mark.parametrize('expert_episodes', [0, 3])
+def test_first_window_prob_starts_that_share_of_windows_at_the_first_step(
+  expert_episodes,
+):
+  history, selection = _select(expert_episodes=expert_episodes)
+  first = np.asarray(selection.first_step)
+  data = input_pipeline.device_data(history, selection.train, selection, A, L)
+  source = input_pipeline.WindowSource(
+    history, selection.train, selection, A, L, seed=0, first_window_prob=0.5
+  )
+  device = [
+    jax.device_get(input_pipeline.sample_windows(key, data, 512, L, p)[0])
+    for key, p in ((jax.random.key(0), 0.5), (jax.random.key(0), 0.0))
+  ]
+  streamed = jax.tree.map(
+    lambda *xs: np.stack(xs), *[source[g][0] for g in range(512)]
+  )
+  starts = np.asarray(selection.length) - L - first + 1  # per history
+  for steps, p in ((device[0], 0.5), (streamed, 0.5), (device[1], 0.0)):
+    h = steps.obs[:, 0, 0]
+    at_first = steps.obs[:, 0, 1] == first[h]
+    # p, plus a uniform start's chance of landing there anyway.
+    expected = np.mean(p + (1 - p) / starts[h])
+    assert abs(at_first.mean() - expected) < 0.07, (at_first.mean(), expected)
+    for i in range(0, 512, 64):
+      window = jax.tree.map(lambda x, i=i: x[i], steps)
+      _check_window(window, window.obs[:, 1] % A, selection, selection.train)

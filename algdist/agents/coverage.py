@@ -1,21 +1,24 @@
 """Systematic exploration on a grid: sweep unvisited cells, then exploit.
 
-A learner for the Dark Room family that knows nothing of the goal but what
-its rewards tell it. It remembers, across episodes, every cell it has
-entered. Until a reward has been paid it walks to the nearest cell it has
-never entered (Manhattan distance, ties to the lowest row-major index), so
-each episode extends the explored region outward from the start; once a
-step has paid, it walks the shortest path to that cell in every later
-episode. Its first episodes explore and its later ones exploit: a learning
-history whose improvement, like a learner's, comes only from experience.
+A learner for the dark grid worlds that knows nothing of the task but what
+its rewards tell it. An episode pays at one cell (Dark Room's goal) or at
+two in order (Key-to-Door's key, then door): K stages. For each stage the
+learner remembers, across episodes, every cell it has entered during that
+stage. Until a step of the current stage has paid it walks to the nearest
+cell it has not entered in this stage (Manhattan distance, ties to the
+lowest row-major index), so each episode extends the explored region; once
+a step of the stage has paid, it walks the shortest path to that cell in
+every later episode. Its first episodes explore and its later ones exploit:
+a learning history whose improvement, like a learner's, comes only from
+experience.
 
 Why it exists: AD-epsilon's random-walk exploration cannot find a goal on
 Dark Room Hard's 17x17 grid within 20 steps (about 4% of episodes), so AD
-distilled from it never learns to search; this learner finds every goal
-within 18 episodes (PAPER.md: AD on Hard needs a source that explores).
-Because ties break the same way on every task, its search is one fixed
-sequence of paths until the goal shows up, and the previous episode's path
-in context tells the model which comes next.
+distilled from it never learns to search; this learner finds every Hard
+goal within 18 episodes. Because ties break the same way on every task,
+from a fixed start its search is one fixed sequence of paths until the goal
+shows up, and the previous episode's path in context tells the model which
+comes next.
 
 With `epsilon` > 0 an actor takes a uniform random action with that
 probability (its memory still records where it went).
@@ -30,7 +33,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from algdist.agents import base
-from algdist.envs import dark_room
+from algdist.envs import dark_key_to_door, dark_room
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,11 +50,12 @@ CONFIGS = {'coverage': Config()}
 
 @struct.dataclass
 class Memory:
-  """What one actor knows: where it has been and where reward was paid."""
+  """What one actor knows, per stage k of an episode (K stages)."""
 
-  visited: jax.Array  # [size, size] bool, indexed [x, y]: cells entered
-  goal_known: jax.Array  # () bool: some step has paid
-  goal: jax.Array  # (2,) int32: the cell that paid (valid if goal_known)
+  visited: jax.Array  # [K, size, size] bool, [k, x, y]: entered in stage k
+  known: jax.Array  # [K] bool: a step of stage k has paid
+  target: jax.Array  # [K, 2] int32: the cell that paid in stage k
+  stage: jax.Array  # () int32: the current episode's stage
 
 
 def validate(config: Config) -> None:
@@ -63,13 +67,28 @@ def validate(config: Config) -> None:
     raise ValueError(f'epsilon={config.epsilon}: must be in [0, 1].')
 
 
-def empty_memory(size: int) -> Memory:
+def num_stages(env) -> int:
+  """Cells an episode pays at, in order: 1 for Dark Room, 2 for the key and
+  the door; a ValueError for envs this learner cannot walk."""
+  if isinstance(env, dark_room.DarkRoom):
+    return 1
+  if isinstance(env, dark_key_to_door.DarkKeyToDoor):
+    return 2
+  raise ValueError(
+    'The coverage learner walks an (x, y) grid and needs a Dark Room '
+    'family env (dark_room, dark_room_hard, dark_key_to_door); got '
+    f'{type(env).__name__}.'
+  )
+
+
+def empty_memory(stages: int, size: int) -> Memory:
   """An actor that has entered no cell (not even the start: staying on it
   with a no-op is how it learns whether the start pays)."""
   return Memory(
-    visited=jnp.zeros((size, size), bool),
-    goal_known=jnp.bool_(False),
-    goal=jnp.zeros((2,), jnp.int32),
+    visited=jnp.zeros((stages, size, size), bool),
+    known=jnp.zeros((stages,), bool),
+    target=jnp.zeros((stages, 2), jnp.int32),
+    stage=jnp.int32(0),
   )
 
 
@@ -86,20 +105,33 @@ def nearest_unvisited(pos: jax.Array, visited: jax.Array) -> jax.Array:
 
 
 def act(memory: Memory, pos: jax.Array) -> jax.Array:
-  """The learner's action at `pos`: to the paid cell, else to explore."""
+  """The learner's action at `pos`: to the stage's paid cell, else explore."""
+  k = memory.stage
   target = jnp.where(
-    memory.goal_known, memory.goal, nearest_unvisited(pos, memory.visited)
+    memory.known[k],
+    memory.target[k],
+    nearest_unvisited(pos, memory.visited[k]),
   )
   return dark_room.step_toward(pos, target)
 
 
-def remember(memory: Memory, new_pos: jax.Array, reward: jax.Array) -> Memory:
-  """Memory after a step into `new_pos` that paid `reward`."""
+def remember(
+  memory: Memory, new_pos: jax.Array, reward: jax.Array, done: jax.Array
+) -> Memory:
+  """Memory after a step into `new_pos` that paid `reward` (and ended the
+  episode if `done`)."""
+  k = memory.stage
   paid = reward > 0
+  stages = memory.known.shape[0]
   return Memory(
-    visited=memory.visited.at[new_pos[0], new_pos[1]].set(True),
-    goal_known=memory.goal_known | paid,
-    goal=jnp.where(paid & ~memory.goal_known, new_pos, memory.goal),
+    visited=memory.visited.at[k, new_pos[0], new_pos[1]].set(True),
+    known=memory.known.at[k].set(memory.known[k] | paid),
+    target=memory.target.at[k].set(
+      jnp.where(paid & ~memory.known[k], new_pos, memory.target[k])
+    ),
+    # A paid stage hands over to the next; Dark Room's goal, which pays on
+    # every step spent on it, stays the last stage.
+    stage=jnp.where(done, 0, jnp.minimum(k + paid, stages - 1)),
   )
 
 
@@ -110,11 +142,7 @@ def make_train(config: Config, env):
   num_steps, ...].
   """
   validate(config)
-  if not isinstance(env, dark_room.DarkRoom):
-    raise ValueError(
-      'The coverage learner walks an (x, y) grid and needs a Dark Room '
-      f'family env (dark_room, dark_room_hard); got {type(env).__name__}.'
-    )
+  stages = num_stages(env)
   num_actors = config.num_actors
 
   def train(key, task_params):
@@ -133,12 +161,14 @@ def make_train(config: Config, env):
         actors.obs, action, size
       )
       actors, step = base.step_actors(env, task_params, key_env, actors, action)
-      memory = jax.vmap(remember)(memory, new_pos, step.reward)
+      memory = jax.vmap(remember)(memory, new_pos, step.reward, step.done)
       return (memory, actors), step.history()
 
     key_reset, key_scan = jax.random.split(key)
     actors = base.reset_actors(env, task_params, key_reset, num_actors)
-    memory = jax.vmap(lambda _: empty_memory(size))(jnp.arange(num_actors))
+    memory = jax.vmap(lambda _: empty_memory(stages, size))(
+      jnp.arange(num_actors)
+    )
     keys = jax.random.split(key_scan, config.num_steps)
     (memory, _), history = jax.lax.scan(_sweep_step, (memory, actors), keys)
     return memory, base.stream_major(history)
