@@ -478,6 +478,22 @@ def _chunked(fn: Callable, keys_NxS, tasks, chunk: int) -> np.ndarray:
   return np.concatenate(outs, 0)
 
 
+def _over_splits(fn: Callable, keys: dict, splits: dict, chunk: int) -> dict:
+  """`_chunked` over every split's tasks at once -> {split: [N, ...]}.
+
+  One batch for all splits: a rollout is a sequential scan, so test and
+  train tasks side by side take the time of one split, not two.
+  """
+  names = list(splits)
+  sizes = [jax.tree.leaves(splits[s])[0].shape[0] for s in names]
+  keys_NxS = jnp.concatenate([keys[s] for s in names])
+  tasks = jax.tree.map(
+    lambda *x: np.concatenate(x), *[splits[s] for s in names]
+  )
+  out = _chunked(fn, keys_NxS, tasks, chunk)
+  return dict(zip(names, np.split(out, np.cumsum(sizes)[:-1]), strict=True))
+
+
 def _task_split(env, env_params, split: str, num: int, seed: int):
   """Tasks of `split`: all of them for num == -1, else `num` seeded ones."""
   if num == 0:
@@ -596,10 +612,13 @@ def evaluate(config, workdir: str, progress: bool = True) -> dict:
   }
   chunk = max(1, MAX_ROLLOUTS_PER_CALL // e.num_seeds)
 
-  def policy_returns(policy, params):
-    fn = make_returns_fn(env, policy, e.num_episodes, env_params)
+  def policy_returns(fn, params):
     run = lambda k, t: fn(k, params, t)
-    return {s: _chunked(run, keys[s], splits[s], chunk) for s in splits}
+    return _over_splits(run, keys, splits, chunk)
+
+  # AD and ED share one model shape, so one compiled rollout serves both
+  # (compiling it is most of a small model's evaluation time).
+  model_fns = {}  # ModelConfig -> jitted returns fn
 
   returns, extra = {}, {}
   bar = tqdm.tqdm(e.methods, desc='eval', disable=not progress)
@@ -612,7 +631,12 @@ def evaluate(config, workdir: str, progress: bool = True) -> dict:
         continue
       cfg, params = restored
       net = model.Transformer(cfg)
-      returns[method] = policy_returns(model_policy(net, e.temperature), params)
+      if cfg not in model_fns:
+        policy = model_policy(net, e.temperature)
+        model_fns[cfg] = make_returns_fn(
+          env, policy, e.num_episodes, env_params
+        )
+      returns[method] = policy_returns(model_fns[cfg], params)
       extra[method] = {'episodes_of_experience_per_episode': 1}
       pixels = _is_pixel(env, env_params)
       if pixels and 'test' in splits and jax.process_index() == 0:
@@ -626,7 +650,10 @@ def evaluate(config, workdir: str, progress: bool = True) -> dict:
           temperature=e.temperature,
         )
     elif method == 'random':
-      returns[method] = policy_returns(random_policy(num_actions), None)
+      fn = make_returns_fn(
+        env, random_policy(num_actions), e.num_episodes, env_params
+      )
+      returns[method] = policy_returns(fn, None)
       extra[method] = {'episodes_of_experience_per_episode': 1}
     elif method in ('source', 'rl_baseline'):
       learner = config.source if method == 'source' else e.rl_baseline
@@ -634,9 +661,7 @@ def evaluate(config, workdir: str, progress: bool = True) -> dict:
         learner, env, e.num_episodes, env_params
       )
       learners = max(1, config.histories.learners_per_shard // e.num_seeds)
-      returns[method] = {
-        s: _chunked(fn, keys[s], splits[s], learners) for s in splits
-      }
+      returns[method] = _over_splits(fn, keys, splits, learners)
       extra[method] = {
         'algorithm': learner.algorithm,
         # Each point on the episode axis is one episode of one actor's

@@ -118,15 +118,20 @@ def test_every_preset_builds_every_section_consistently(name, preset):
   if name not in ENDS_EARLY:
     # Fixed-length episodes: ED's expert steps are known in advance.
     assert config.ed.expert_episodes * episode >= config.data.window_steps
-  # An RL baseline's stream holds every evaluated episode (a demonstrator's
-  # curve is its history's length: it is the data, not a learner to beat).
+  # A learning source's stream holds every evaluated episode (a
+  # demonstrator's curve is its history's length: it is the data, not a
+  # learner to beat).
   e = config.evaluation
   assert 1 <= e.num_episodes
   if config.source.algorithm != 'noise_distillation':
     assert e.num_episodes <= steps // episode
   if 'rl_baseline' in e.methods:
-    baseline = steps_per_history(config, config.evaluation.rl_baseline)
-    assert e.num_episodes <= baseline // episode
+    # The RL baseline learns from at least as many episodes of experience
+    # as AD is evaluated on (a learner pools its actors' episodes).
+    learner = config.evaluation.rl_baseline
+    baseline = steps_per_history(config, learner)
+    actors = learner.config.get('num_actors', 1)
+    assert e.num_episodes <= baseline // episode * actors
   # Evaluation tasks exist (-1, all, only where a family has a finite set).
   for split, num in (('test', e.num_test_tasks), ('train', e.num_train_tasks)):
     if num != 0:

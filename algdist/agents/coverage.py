@@ -6,7 +6,8 @@ two in order (Key-to-Door's key, then door): K stages. For each stage the
 learner remembers, across episodes, every cell it has entered during that
 stage. Until a step of the current stage has paid it walks to the nearest
 cell it has not entered in this stage (Manhattan distance, ties to the
-lowest row-major index), so each episode extends the explored region; once
+lowest x * size + y: from Dark Room's centre the first sweep runs to the
+left wall), so each episode extends the explored region; once
 a step of the stage has paid, it walks the shortest path to that cell in
 every later episode. Its first episodes explore and its later ones exploit:
 a learning history whose improvement, like a learner's, comes only from
