@@ -20,6 +20,7 @@ def _complete_episode_returns(history, i):
 def _histories(name, num_steps, num_tasks=None, **settings):
   env, params = envs.make(name)
   config, make_train = agents.get('coverage', num_steps=num_steps, **settings)
+  chex.clear_trace_counter()  # each call builds a new learner to count
   learn = chex.assert_max_traces(make_train(config, env), n=1)
   train = jax.jit(jax.vmap(learn))
   tasks = env.tasks(params, 'train', num=num_tasks)
@@ -66,9 +67,10 @@ def test_dark_room_episodes_are_optimal_once_the_goal_is_found():
     np.testing.assert_array_equal(returns[6:], optimal[i])
 
 
-def test_key_to_door_finds_key_then_door_then_takes_both_every_episode():
+@pytest.mark.parametrize('order', coverage.ORDERS)
+def test_key_to_door_finds_key_then_door_then_takes_both_every_episode(order):
   env, tasks, memory, history = _histories(
-    'dark_key_to_door', 1500, num_tasks=64
+    'dark_key_to_door', 1500, num_tasks=64, order=order
   )
   chex.assert_shape(memory.visited, (tasks.key_pos.shape[0], 1, 2, 9, 9))
   np.testing.assert_array_equal(memory.known, True)
@@ -97,6 +99,20 @@ def test_nearest_unvisited_breaks_ties_by_lowest_index():
   )
 
 
+def test_snake_order_walks_rows_alternating_direction():
+  visited = jnp.zeros((4, 4), bool)
+  order = []
+  for _ in range(16):
+    cell = coverage.first_unvisited_in_snake(jnp.array([0, 0]), visited)
+    order.append(tuple(int(c) for c in cell))
+    visited = visited.at[cell[0], cell[1]].set(True)
+  # (x, y): row 0 left to right, then row 1 right to left, ...
+  row0 = [(0, 0), (1, 0), (2, 0), (3, 0)]
+  row1 = [(3, 1), (2, 1), (1, 1), (0, 1)]
+  assert order[:8] == row0 + row1
+  assert len(set(order)) == 16
+
+
 def test_epsilon_one_acts_uniformly():
   _, _, _, history = _histories('dark_room', 100, epsilon=1.0)
   counts = np.bincount(np.asarray(history.action).ravel(), minlength=5)
@@ -111,4 +127,7 @@ def test_refuses_a_non_grid_env_and_bad_settings():
   room, _ = envs.make('dark_room')
   config, make_train = agents.get('coverage', epsilon=2.0)
   with pytest.raises(ValueError, match='epsilon=2.0'):
+    make_train(config, room)
+  config, make_train = agents.get('coverage', order='spiral')
+  with pytest.raises(ValueError, match="order='spiral'"):
     make_train(config, room)

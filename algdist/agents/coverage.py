@@ -21,13 +21,17 @@ from a fixed start its search is one fixed sequence of paths until the goal
 shows up, and the previous episode's path in context tells the model which
 comes next.
 
-With `epsilon` > 0 an actor takes a uniform random action with that
-probability (its memory still records where it went).
+With `order='snake'` it walks instead to the first unvisited cell in a
+fixed row-by-row order, so that where it will search next depends only on
+how far along that order it has come. With `epsilon` > 0 an actor takes a
+uniform random action with that probability (its memory still records
+where it went).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -44,9 +48,15 @@ class Config:
   num_steps: int = 1200  # env steps per stream (T)
   num_actors: int = 1  # streams, each with its own memory and env copy
   epsilon: float = 0.0  # probability of a uniform random action per step
+  # Which unvisited cell to walk to: 'nearest' (Manhattan distance from
+  # where the actor stands) or 'snake' (the first in a fixed boustrophedon
+  # order: row by row, alternating direction), whose search state is one
+  # frontier cell rather than a whole map of visited cells.
+  order: str = 'nearest'
 
 
 CONFIGS = {'coverage': Config()}
+ORDERS = ('nearest', 'snake')
 
 
 @struct.dataclass
@@ -66,6 +76,8 @@ def validate(config: Config) -> None:
       raise ValueError(f'{field}={getattr(config, field)}: must be >= 1.')
   if not 0 <= config.epsilon <= 1:
     raise ValueError(f'epsilon={config.epsilon}: must be in [0, 1].')
+  if config.order not in ORDERS:
+    raise ValueError(f"order='{config.order}': must be one of {ORDERS}.")
 
 
 def num_stages(env) -> int:
@@ -105,13 +117,27 @@ def nearest_unvisited(pos: jax.Array, visited: jax.Array) -> jax.Array:
   return jnp.where(visited.all(), pos, cell)
 
 
-def act(memory: Memory, pos: jax.Array) -> jax.Array:
+def first_unvisited_in_snake(pos: jax.Array, visited: jax.Array) -> jax.Array:
+  """The (x, y) of the first unvisited cell in boustrophedon order (row y
+  by row, x rising on even rows and falling on odd ones); `pos` itself
+  when every cell is visited."""
+  size = visited.shape[0]
+  x, y = jnp.meshgrid(jnp.arange(size), jnp.arange(size), indexing='ij')
+  rank = y * size + jnp.where(y % 2 == 0, x, size - 1 - x)
+  rank = jnp.where(visited, jnp.iinfo(jnp.int32).max, rank)
+  index = jnp.argmin(rank.reshape(-1))
+  cell = jnp.stack([index // size, index % size]).astype(jnp.int32)
+  return jnp.where(visited.all(), pos, cell)
+
+
+def act(memory: Memory, pos: jax.Array, order: str = 'nearest') -> jax.Array:
   """The learner's action at `pos`: to the stage's paid cell, else explore."""
   k = memory.stage
+  explore = (
+    nearest_unvisited if order == 'nearest' else first_unvisited_in_snake
+  )
   target = jnp.where(
-    memory.known[k],
-    memory.target[k],
-    nearest_unvisited(pos, memory.visited[k]),
+    memory.known[k], memory.target[k], explore(pos, memory.visited[k])
   )
   return dark_room.step_toward(pos, target)
 
@@ -152,7 +178,9 @@ def make_train(config: Config, env):
     def _sweep_step(carry, key_t):
       memory, actors = carry
       key_explore, key_random, key_env = jax.random.split(key_t, 3)
-      planned = jax.vmap(act)(memory, actors.obs)
+      planned = jax.vmap(functools.partial(act, order=config.order))(
+        memory, actors.obs
+      )
       random = jax.random.randint(key_random, (num_actors,), 0, 5)
       explore = jax.random.uniform(key_explore, (num_actors,)) < config.epsilon
       action = jnp.where(explore, random, planned)
