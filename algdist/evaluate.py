@@ -616,8 +616,8 @@ def evaluate(config, workdir: str, progress: bool = True) -> dict:
     run = lambda k, t: fn(k, params, t)
     return _over_splits(run, keys, splits, chunk)
 
-  # AD and ED share one model shape, so one compiled rollout serves both
-  # (compiling it is most of a small model's evaluation time).
+  # AD and ED share one model shape, so one compiled rollout serves both:
+  # the second skips a compile (about 2 s of Dark Room's evaluation).
   model_fns = {}  # ModelConfig -> jitted returns fn
 
   returns, extra = {}, {}

@@ -142,7 +142,7 @@ def _draw(key: jax.Array, first, last, batch: int, first_window_prob: float):
   key_h, key_s, key_f = jax.random.split(key, 3)
   h_B = jax.random.randint(key_h, (batch,), 0, first.shape[0])
   start_B = jax.random.randint(key_s, (batch,), first[h_B], last[h_B] + 1)
-  if first_window_prob > 0:  # static: no extra draw, same windows, at 0
+  if first_window_prob > 0:  # static: at 0 the uniform draw is skipped
     at_first = jax.random.uniform(key_f, (batch,)) < first_window_prob
     start_B = jnp.where(at_first, first[h_B], start_B)
   return h_B, start_B

@@ -105,16 +105,28 @@ def empty_memory(stages: int, size: int) -> Memory:
   )
 
 
+def _first_unvisited(pos, visited, rank_SxS) -> jax.Array:
+  """The (x, y) of the unvisited cell of lowest `rank` (ties to the lowest
+  x * size + y); `pos` itself when every cell is visited."""
+  size = visited.shape[0]
+  rank_SxS = jnp.where(visited, jnp.iinfo(jnp.int32).max, rank_SxS)
+  index = jnp.argmin(rank_SxS.reshape(-1))  # first minimum: lowest index
+  cell = jnp.stack([index // size, index % size]).astype(jnp.int32)
+  return jnp.where(visited.all(), pos, cell)
+
+
+def _grid(size: int):
+  """Cell coordinates x, y, each [size, size], indexed [x, y]."""
+  return jnp.meshgrid(jnp.arange(size), jnp.arange(size), indexing='ij')
+
+
 def nearest_unvisited(pos: jax.Array, visited: jax.Array) -> jax.Array:
   """The (x, y) of the unvisited cell closest to `pos` (Manhattan; ties to
   the lowest x * size + y); `pos` itself when every cell is visited."""
-  size = visited.shape[0]
-  x, y = jnp.meshgrid(jnp.arange(size), jnp.arange(size), indexing='ij')
-  distance = jnp.abs(x - pos[0]) + jnp.abs(y - pos[1])
-  distance = jnp.where(visited, jnp.iinfo(jnp.int32).max, distance)
-  index = jnp.argmin(distance.reshape(-1))  # first minimum: lowest index
-  cell = jnp.stack([index // size, index % size]).astype(jnp.int32)
-  return jnp.where(visited.all(), pos, cell)
+  x, y = _grid(visited.shape[0])
+  return _first_unvisited(
+    pos, visited, jnp.abs(x - pos[0]) + jnp.abs(y - pos[1])
+  )
 
 
 def first_unvisited_in_snake(pos: jax.Array, visited: jax.Array) -> jax.Array:
@@ -122,12 +134,10 @@ def first_unvisited_in_snake(pos: jax.Array, visited: jax.Array) -> jax.Array:
   by row, x rising on even rows and falling on odd ones); `pos` itself
   when every cell is visited."""
   size = visited.shape[0]
-  x, y = jnp.meshgrid(jnp.arange(size), jnp.arange(size), indexing='ij')
-  rank = y * size + jnp.where(y % 2 == 0, x, size - 1 - x)
-  rank = jnp.where(visited, jnp.iinfo(jnp.int32).max, rank)
-  index = jnp.argmin(rank.reshape(-1))
-  cell = jnp.stack([index // size, index % size]).astype(jnp.int32)
-  return jnp.where(visited.all(), pos, cell)
+  x, y = _grid(size)
+  return _first_unvisited(
+    pos, visited, y * size + jnp.where(y % 2 == 0, x, size - 1 - x)
+  )
 
 
 def act(memory: Memory, pos: jax.Array, order: str = 'nearest') -> jax.Array:
