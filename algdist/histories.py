@@ -41,6 +41,8 @@ from algdist.agents import base
 
 SCHEMA_VERSION = 1
 FIELDS = ('obs', 'action', 'reward', 'episode_start', 'length', 'task_index')
+# Written only by a learner whose histories record it (base.History.target).
+OPTIONAL_FIELDS = ('target',)
 
 
 class DatasetError(RuntimeError):
@@ -222,6 +224,8 @@ def generate(spec: Spec, directory: str, progress: bool = True) -> dict:
       'length': length[keep],
       'task_index': np.repeat(task_ids, per_learner)[keep].astype(np.int32),
     }
+    if history.target is not None:
+      arrays['target'] = history.target[keep]
     entry = _write_shard(directory, f'shard_{i:05d}', arrays)
     manifest['shards'].append(entry)
     manifest['shards'].sort(key=lambda s: s['name'])
@@ -326,7 +330,7 @@ def load(directory: str, verify: bool = True, mmap: bool = True):
       f'{directory} has schema version {manifest.get("schema_version")}, '
       f'this code reads {SCHEMA_VERSION}; regenerate the dataset.'
     )
-  parts = {field: [] for field in FIELDS}
+  parts = {field: [] for field in FIELDS + OPTIONAL_FIELDS}
   for shard in manifest['shards']:
     shard_dir = os.path.join(directory, shard['name'])
     for name, info in shard['files'].items():
@@ -336,13 +340,14 @@ def load(directory: str, verify: bool = True, mmap: bool = True):
       array = np.load(file, mmap_mode='r' if mmap else None, allow_pickle=False)
       parts[name.removesuffix('.npy')].append(array)
   joined = {
-    k: v[0] if len(v) == 1 else np.concatenate(v) for k, v in parts.items()
+    k: v[0] if len(v) == 1 else np.concatenate(v) for k, v in parts.items() if v
   }
   history = base.History(
     obs=joined['obs'],
     action=joined['action'],
     reward=joined['reward'],
     episode_start=joined['episode_start'],
+    target=joined.get('target'),
   )
   return manifest, history, joined['length'], joined['task_index']
 

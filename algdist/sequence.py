@@ -3,7 +3,8 @@
 Training windows and evaluation rollouts both build their inputs here, so the
 two cannot drift apart. Step t of a stream is one model input holding o_t and
 what came just before it: a_{t-1}, r_{t-1}, and whether o_t starts an
-episode. The model's target at step t is a_t.
+episode. The model's target at step t is a_t (or, for a history that records
+one, the action the learner meant to take there: base.History.target).
 
 The token of step t depends only on transitions up to t, never on where a
 training window starts: that is what makes the evaluation KV cache exact.
@@ -86,4 +87,6 @@ def model_inputs(
   steps = make_step(
     history.obs, prev_action_T, prev_reward_T, history.episode_start
   )
+  if history.target is not None:
+    return steps, xp.asarray(history.target).astype(xp.int32)
   return steps, action_T

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from algdist import agents, envs
+from algdist import agents, envs, sequence
 from algdist.agents import base, coverage
 
 
@@ -119,6 +119,27 @@ def test_epsilon_one_acts_uniformly():
   np.testing.assert_allclose(counts / counts.sum(), 0.2, atol=0.03)
 
 
+def test_imitate_planned_labels_each_slip_with_the_planned_action():
+  env, _, _, history = _histories(
+    'dark_room_hard', 300, num_tasks=4, epsilon=0.2, imitate='planned'
+  )
+  action, target = np.asarray(history.action), np.asarray(history.target)
+  slipped = action != target
+  # About epsilon * 4/5 of steps take a random action other than the plan.
+  assert 0.1 < slipped.mean() < 0.22, slipped.mean()
+  steps, labels = sequence.model_inputs(history, env.num_actions)
+  np.testing.assert_array_equal(labels, target)
+  np.testing.assert_array_equal(steps.prev_action[..., 1:], action[..., :-1])
+  # Without slips the planned action is the one taken; without the option
+  # the history records no separate target.
+  _, _, _, calm = _histories(
+    'dark_room_hard', 100, num_tasks=4, imitate='planned'
+  )
+  np.testing.assert_array_equal(calm.target, calm.action)
+  _, _, _, plain = _histories('dark_room_hard', 50, num_tasks=2, epsilon=0.2)
+  assert plain.target is None
+
+
 def test_refuses_a_non_grid_env_and_bad_settings():
   bandit, _ = envs.make('adversarial_bandit')
   config, make_train = agents.get('coverage')
@@ -130,4 +151,7 @@ def test_refuses_a_non_grid_env_and_bad_settings():
     make_train(config, room)
   config, make_train = agents.get('coverage', order='spiral')
   with pytest.raises(ValueError, match="order='spiral'"):
+    make_train(config, room)
+  config, make_train = agents.get('coverage', imitate='best')
+  with pytest.raises(ValueError, match="imitate='best'"):
     make_train(config, room)

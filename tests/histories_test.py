@@ -95,6 +95,64 @@ def test_shards_equal_learners_run_one_by_one(dataset):
   )
 
 
+def test_a_recorded_target_round_trips_to_the_training_labels(
+  dataset, tmp_path
+):
+  from algdist import input_pipeline, sequence  # noqa: PLC0415
+
+  spec = histories.Spec(
+    **{
+      **SPEC.__dict__,
+      'algorithm': 'coverage',
+      'algorithm_config': {
+        'num_steps': 80,
+        'epsilon': 0.3,
+        'imitate': 'planned',
+      },
+      'num_tasks': 2,
+      'learners_per_shard': 1,
+    }
+  )
+  directory = str(tmp_path / 'planned')
+  manifest = histories.generate(spec, directory, progress=False)
+  assert 'target.npy' in manifest['shards'][0]['files']
+  _, history, length, task_index = histories.load(directory)
+  chex.assert_shape(history.target, (2, 80))
+  assert (history.target != history.action).any()
+  selection = input_pipeline.select_histories(
+    manifest,
+    history,
+    length,
+    task_index,
+    window_steps=20,
+    validation_tasks=0.0,
+    expert_episodes=0,
+    seed=0,
+  )
+  # Both loaders label steps with the recorded targets and feed the
+  # actions taken as the previous actions.
+  data = input_pipeline.device_data(history, selection.train, selection, 5, 20)
+  np.testing.assert_array_equal(data.target, history.target)
+  steps_HxT, _ = sequence.model_inputs(history, 5)
+  np.testing.assert_array_equal(data.steps.prev_action, steps_HxT.prev_action)
+  source = input_pipeline.WindowSource(
+    history, selection.train, selection, 5, 20, seed=0
+  )
+  steps, target = source[3]
+  where = [
+    (h, s)
+    for h in range(2)
+    for s in range(61)
+    if (steps_HxT.prev_action[h, s : s + 20] == steps.prev_action).all()
+    and (steps_HxT.obs[h, s : s + 20] == steps.obs).all()
+  ]
+  h, s = where[0]
+  np.testing.assert_array_equal(target, history.target[h, s : s + 20])
+  # Histories of other learners record no target and load without one.
+  _, plain, _, _ = histories.load(dataset[0])
+  assert plain.target is None
+
+
 def test_truncated_or_corrupted_shard_is_named(dataset, tmp_path):
   directory, _ = dataset
   copy = str(tmp_path / 'copy')

@@ -25,6 +25,11 @@ class History:
   action: jax.Array  # [..., T] int32
   reward: jax.Array  # [..., T] float32, paid for that action
   episode_start: jax.Array  # [..., T] bool: obs is an episode's first
+  # [..., T] int32: the action to imitate where it is not the one taken (a
+  # learner that perturbs its own actions records what it meant to do, so
+  # the model learns to recover from a slip without learning to slip: see
+  # coverage.Config.imitate); None: imitate `action`.
+  target: jax.Array | None = None
 
 
 @struct.dataclass

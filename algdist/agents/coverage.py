@@ -25,7 +25,12 @@ With `order='snake'` it walks instead to the first unvisited cell in a
 fixed row-by-row order, so that where it will search next depends only on
 how far along that order it has come. With `epsilon` > 0 an actor takes a
 uniform random action with that probability (its memory still records
-where it went).
+where it went, and it plans its next step from there). With
+`imitate='planned'` as well, the history records the action the learner
+planned as the one to imitate (base.History.target) wherever a random one
+was taken: the histories then show the way back from a slip, with no slip
+to copy (the idea of DART, Laskey et al. 2017: noise in the demonstrator's
+actions, not in its labels).
 """
 
 from __future__ import annotations
@@ -53,10 +58,15 @@ class Config:
   # order: row by row, alternating direction), whose search state is one
   # frontier cell rather than a whole map of visited cells.
   order: str = 'nearest'
+  # The action the history asks the model to imitate at each step: 'taken'
+  # (the action taken, random or not) or 'planned' (the learner's own
+  # choice, also where epsilon replaced it; recorded as History.target).
+  imitate: str = 'taken'
 
 
 CONFIGS = {'coverage': Config()}
 ORDERS = ('nearest', 'snake')
+IMITATE = ('taken', 'planned')
 
 
 @struct.dataclass
@@ -78,6 +88,8 @@ def validate(config: Config) -> None:
     raise ValueError(f'epsilon={config.epsilon}: must be in [0, 1].')
   if config.order not in ORDERS:
     raise ValueError(f"order='{config.order}': must be one of {ORDERS}.")
+  if config.imitate not in IMITATE:
+    raise ValueError(f"imitate='{config.imitate}': must be one of {IMITATE}.")
 
 
 def num_stages(env) -> int:
@@ -201,7 +213,10 @@ def make_train(config: Config, env):
       )
       actors, step = base.step_actors(env, task_params, key_env, actors, action)
       memory = jax.vmap(remember)(memory, new_pos, step.reward, step.done)
-      return (memory, actors), step.history()
+      history = step.history()
+      if config.imitate == 'planned':
+        history = history.replace(target=planned)
+      return (memory, actors), history
 
     key_reset, key_scan = jax.random.split(key)
     actors = base.reset_actors(env, task_params, key_reset, num_actors)
