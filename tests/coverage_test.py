@@ -113,6 +113,66 @@ def test_snake_order_walks_rows_alternating_direction():
   assert len(set(order)) == 16
 
 
+def test_frames_are_the_eight_symmetries_of_the_grid():
+  size = 5
+  seen = set()
+  for frame in range(8):
+    fx, fy = (np.asarray(a) for a in coverage.framed_grid(size, frame))
+    cells = {
+      (int(u), int(v)) for u, v in zip(fx.ravel(), fy.ravel(), strict=True)
+    }
+    assert len(cells) == size * size  # a permutation of the cells
+    centre = (fx[2, 2], fy[2, 2])
+    assert centre == (2, 2)  # symmetries of the grid fix its centre
+    seen.add((fx.tobytes(), fy.tobytes()))
+  assert len(seen) == 8
+  x, y = coverage._grid(size)
+  fx, fy = coverage.framed_grid(size, 0)
+  np.testing.assert_array_equal(fx, x)
+  np.testing.assert_array_equal(fy, y)
+
+
+def test_actors_in_other_frames_search_in_other_orders_and_all_find():
+  env, tasks, memory, history = _histories(
+    'dark_room_hard', 600, num_tasks=3, num_actors=8, frames=8
+  )
+  np.testing.assert_array_equal(memory.frame[0], np.arange(8))
+  np.testing.assert_array_equal(memory.known, True)
+  obs = np.asarray(history.obs[0])  # [8 actors, T, 2]
+  # From the centre the four turns first head to the four walls.
+  first_moves = {tuple(obs[a, 2] - obs[a, 1]) for a in range(8)}
+  assert first_moves == {(-1, 0), (1, 0), (0, -1), (0, 1)}
+  paths = {obs[a, :60].tobytes() for a in range(8)}
+  assert len(paths) == 8
+  # Frame 0 is the single-frame learner's search.
+  _, _, _, one = _histories('dark_room_hard', 600, num_tasks=3)
+  np.testing.assert_array_equal(history.obs[:, 0], one.obs[:, 0])
+
+
+@pytest.mark.parametrize('name', ['dark_room', 'dark_room_hard'])
+def test_retrace_replays_the_episode_that_first_paid(name):
+  _, tasks, memory, history = _histories(
+    name, 600, num_tasks=6, exploit='retrace'
+  )
+  np.testing.assert_array_equal(memory.known, True)
+  action = np.asarray(history.action[:, 0])
+  reward = np.asarray(history.reward[:, 0])
+  start = np.asarray(history.episode_start[:, 0])
+  for i in range(tasks.goal.shape[0]):
+    starts = np.flatnonzero(start[i])
+    episodes = np.split(np.arange(action.shape[1]), starts[1:])[:-1]
+    # Each episode's steps up to and with its first paying one.
+    to_pay = [e[: np.argmax(reward[i, e] > 0) + 1] for e in episodes]
+    paid = [reward[i, e].any() for e in episodes]
+    found = paid.index(True)
+    route = action[i, to_pay[found]]
+    for e, steps in zip(
+      episodes[found + 1 :], to_pay[found + 1 :], strict=True
+    ):
+      assert reward[i, e].any()
+      np.testing.assert_array_equal(action[i, steps], route)
+
+
 def test_epsilon_one_acts_uniformly():
   _, _, _, history = _histories('dark_room', 100, epsilon=1.0)
   counts = np.bincount(np.asarray(history.action).ravel(), minlength=5)
@@ -151,6 +211,16 @@ def test_refuses_a_non_grid_env_and_bad_settings():
     make_train(config, room)
   config, make_train = agents.get('coverage', order='spiral')
   with pytest.raises(ValueError, match="order='spiral'"):
+    make_train(config, room)
+  config, make_train = agents.get('coverage', frames=9)
+  with pytest.raises(ValueError, match='frames=9'):
+    make_train(config, room)
+  config, make_train = agents.get('coverage', exploit='retrace')
+  key_to_door, _ = envs.make('dark_key_to_door')
+  with pytest.raises(ValueError, match="exploit='retrace'"):
+    make_train(config, key_to_door)
+  config, make_train = agents.get('coverage', exploit='teleport')
+  with pytest.raises(ValueError, match="exploit='teleport'"):
     make_train(config, room)
   config, make_train = agents.get('coverage', imitate='best')
   with pytest.raises(ValueError, match="imitate='best'"):

@@ -31,6 +31,13 @@ planned as the one to imitate (base.History.target) wherever a random one
 was taken: the histories then show the way back from a slip, with no slip
 to copy (the idea of DART, Laskey et al. 2017: noise in the demonstrator's
 actions, not in its labels).
+
+With `exploit='retrace'` (Dark Room, whose episodes all start at the
+centre) it goes back to a found goal by replaying the actions of the
+episode that found it, rather than by a shortest path: each later episode
+is then a copy of an episode already in the context. With `frames` > 1 its
+actors read the tie-breaking order in different symmetries of the grid, so
+that one goal turns up at different episodes of different actors' searches.
 """
 
 from __future__ import annotations
@@ -62,10 +69,25 @@ class Config:
   # (the action taken, random or not) or 'planned' (the learner's own
   # choice, also where epsilon replaced it; recorded as History.target).
   imitate: str = 'taken'
+  # How many of the grid's 8 symmetries (rotations, reflections) frame the
+  # search orders of a learner's actors: actor a searches in frame a % frames
+  # (ties among equally near cells, or the snake's rows, read in that frame).
+  # 1: one fixed search on every task. More frames make the same goal turn
+  # up at other episodes and from other sides: more distinct examples of
+  # the step AD finds hardest, returning to a goal just found.
+  frames: int = 1
+  # How it goes back to a cell that paid: 'shortest' (a shortest path from
+  # wherever it stands) or 'retrace' (the actions of the episode in which
+  # the cell first paid, replayed step by step: the same route, since Dark
+  # Room's episodes all start at the centre). A replay is a copy of an
+  # episode in the context, which AD imitates far more reliably than a
+  # path it must plan to a cell it has seen pay once.
+  exploit: str = 'shortest'
 
 
 CONFIGS = {'coverage': Config()}
 ORDERS = ('nearest', 'snake')
+EXPLOITS = ('shortest', 'retrace')
 IMITATE = ('taken', 'planned')
 
 
@@ -77,6 +99,11 @@ class Memory:
   known: jax.Array  # [K] bool: a step of stage k has paid
   target: jax.Array  # [K, 2] int32: the cell that paid in stage k
   stage: jax.Array  # () int32: the current episode's stage
+  frame: jax.Array  # () int32: the grid symmetry its search order is read in
+  step: jax.Array  # () int32: steps taken in the current episode
+  episode_actions: jax.Array  # [H] int32: this episode's actions so far
+  route: jax.Array  # [H] int32: actions of the episode the last stage paid
+  route_len: jax.Array  # () int32: steps of `route` to replay; 0 = none
 
 
 def validate(config: Config) -> None:
@@ -88,6 +115,10 @@ def validate(config: Config) -> None:
     raise ValueError(f'epsilon={config.epsilon}: must be in [0, 1].')
   if config.order not in ORDERS:
     raise ValueError(f"order='{config.order}': must be one of {ORDERS}.")
+  if not 1 <= config.frames <= 8:
+    raise ValueError(f'frames={config.frames}: must be in 1..8.')
+  if config.exploit not in EXPLOITS:
+    raise ValueError(f"exploit='{config.exploit}': must be one of {EXPLOITS}.")
   if config.imitate not in IMITATE:
     raise ValueError(f"imitate='{config.imitate}': must be one of {IMITATE}.")
 
@@ -106,20 +137,26 @@ def num_stages(env) -> int:
   )
 
 
-def empty_memory(stages: int, size: int) -> Memory:
+def empty_memory(stages: int, size: int, frame=0, horizon: int = 1) -> Memory:
   """An actor that has entered no cell (not even the start: staying on it
-  with a no-op is how it learns whether the start pays)."""
+  with a no-op is how it learns whether the start pays); `horizon` is the
+  episode's length in steps."""
   return Memory(
     visited=jnp.zeros((stages, size, size), bool),
     known=jnp.zeros((stages,), bool),
     target=jnp.zeros((stages, 2), jnp.int32),
     stage=jnp.int32(0),
+    frame=jnp.asarray(frame, jnp.int32),
+    step=jnp.int32(0),
+    episode_actions=jnp.zeros((horizon,), jnp.int32),
+    route=jnp.zeros((horizon,), jnp.int32),
+    route_len=jnp.int32(0),
   )
 
 
 def _first_unvisited(pos, visited, rank_SxS) -> jax.Array:
-  """The (x, y) of the unvisited cell of lowest `rank` (ties to the lowest
-  x * size + y); `pos` itself when every cell is visited."""
+  """The (x, y) of the unvisited cell of lowest `rank` (unique ranks);
+  `pos` itself when every cell is visited."""
   size = visited.shape[0]
   rank_SxS = jnp.where(visited, jnp.iinfo(jnp.int32).max, rank_SxS)
   index = jnp.argmin(rank_SxS.reshape(-1))  # first minimum: lowest index
@@ -132,46 +169,85 @@ def _grid(size: int):
   return jnp.meshgrid(jnp.arange(size), jnp.arange(size), indexing='ij')
 
 
-def nearest_unvisited(pos: jax.Array, visited: jax.Array) -> jax.Array:
+def framed_grid(size: int, frame) -> tuple[jax.Array, jax.Array]:
+  """Cell coordinates x, y [size, size] as seen in symmetry `frame` of
+  the grid: 0 the grid itself, 1-3 turned by 90, 180, 270 degrees, 4-7
+  those mirrored left to right."""
+  x, y = _grid(size)
+  m = size - 1
+  turns = [(x, y), (m - y, x), (m - x, m - y), (y, m - x)]
+  xs = jnp.stack([u for u, _ in turns] + [m - u for u, _ in turns])
+  ys = jnp.stack([v for _, v in turns] * 2)
+  return xs[frame], ys[frame]
+
+
+def nearest_unvisited(pos: jax.Array, visited: jax.Array, frame=0) -> jax.Array:
   """The (x, y) of the unvisited cell closest to `pos` (Manhattan; ties to
-  the lowest x * size + y); `pos` itself when every cell is visited."""
-  x, y = _grid(visited.shape[0])
-  return _first_unvisited(
-    pos, visited, jnp.abs(x - pos[0]) + jnp.abs(y - pos[1])
-  )
-
-
-def first_unvisited_in_snake(pos: jax.Array, visited: jax.Array) -> jax.Array:
-  """The (x, y) of the first unvisited cell in boustrophedon order (row y
-  by row, x rising on even rows and falling on odd ones); `pos` itself
-  when every cell is visited."""
+  the lowest x * size + y in `frame`, see framed_grid); `pos` itself when
+  every cell is visited."""
   size = visited.shape[0]
   x, y = _grid(size)
+  fx, fy = framed_grid(size, frame)
+  distance = jnp.abs(x - pos[0]) + jnp.abs(y - pos[1])
+  return _first_unvisited(pos, visited, distance * size * size + fx * size + fy)
+
+
+def first_unvisited_in_snake(
+  pos: jax.Array, visited: jax.Array, frame=0
+) -> jax.Array:
+  """The (x, y) of the first unvisited cell in boustrophedon order (row y
+  by row, x rising on even rows and falling on odd ones; rows and columns
+  read in `frame`, see framed_grid); `pos` itself when every cell is
+  visited."""
+  size = visited.shape[0]
+  x, y = framed_grid(size, frame)
   return _first_unvisited(
     pos, visited, y * size + jnp.where(y % 2 == 0, x, size - 1 - x)
   )
 
 
-def act(memory: Memory, pos: jax.Array, order: str = 'nearest') -> jax.Array:
-  """The learner's action at `pos`: to the stage's paid cell, else explore."""
+def act(
+  memory: Memory,
+  pos: jax.Array,
+  order: str = 'nearest',
+  exploit: str = 'shortest',
+) -> jax.Array:
+  """The learner's action at `pos`: to the stage's paid cell, else explore
+  (with exploit='retrace', the recorded route's next action while it lasts)."""
   k = memory.stage
   explore = (
     nearest_unvisited if order == 'nearest' else first_unvisited_in_snake
   )
   target = jnp.where(
-    memory.known[k], memory.target[k], explore(pos, memory.visited[k])
+    memory.known[k],
+    memory.target[k],
+    explore(pos, memory.visited[k], memory.frame),
   )
-  return dark_room.step_toward(pos, target)
+  planned = dark_room.step_toward(pos, target)
+  if exploit == 'retrace':
+    replaying = memory.step < memory.route_len
+    last = memory.route.shape[0] - 1
+    planned = jnp.where(
+      replaying, memory.route[jnp.minimum(memory.step, last)], planned
+    )
+  return planned
 
 
 def remember(
-  memory: Memory, new_pos: jax.Array, reward: jax.Array, done: jax.Array
+  memory: Memory,
+  new_pos: jax.Array,
+  reward: jax.Array,
+  done: jax.Array,
+  action: jax.Array,
 ) -> Memory:
-  """Memory after a step into `new_pos` that paid `reward` (and ended the
-  episode if `done`)."""
+  """Memory after `action` took it into `new_pos` and paid `reward` (and
+  ended the episode if `done`)."""
   k = memory.stage
   paid = reward > 0
   stages = memory.known.shape[0]
+  actions = memory.episode_actions.at[memory.step].set(action)
+  # The episode's route so far, kept when the last stage first pays.
+  first_pay = paid & ~memory.known[k] & (k == stages - 1)
   return Memory(
     visited=memory.visited.at[k, new_pos[0], new_pos[1]].set(True),
     known=memory.known.at[k].set(memory.known[k] | paid),
@@ -181,6 +257,11 @@ def remember(
     # A paid stage hands over to the next; Dark Room's goal, which pays on
     # every step spent on it, stays the last stage.
     stage=jnp.where(done, 0, jnp.minimum(k + paid, stages - 1)),
+    frame=memory.frame,
+    step=jnp.where(done, 0, memory.step + 1),
+    episode_actions=actions,
+    route=jnp.where(first_pay, actions, memory.route),
+    route_len=jnp.where(first_pay, memory.step + 1, memory.route_len),
   )
 
 
@@ -192,6 +273,12 @@ def make_train(config: Config, env):
   """
   validate(config)
   stages = num_stages(env)
+  if config.exploit == 'retrace' and not isinstance(env, dark_room.DarkRoom):
+    raise ValueError(
+      "exploit='retrace' replays a route from the start cell, which only "
+      "Dark Room's fixed start makes the same every episode; use "
+      f"exploit='shortest' for {type(env).__name__}."
+    )
   num_actors = config.num_actors
 
   def train(key, task_params):
@@ -200,9 +287,10 @@ def make_train(config: Config, env):
     def _sweep_step(carry, key_t):
       memory, actors = carry
       key_explore, key_random, key_env = jax.random.split(key_t, 3)
-      planned = jax.vmap(functools.partial(act, order=config.order))(
-        memory, actors.obs
+      policy = functools.partial(
+        act, order=config.order, exploit=config.exploit
       )
+      planned = jax.vmap(policy)(memory, actors.obs)
       random = jax.random.randint(key_random, (num_actors,), 0, 5)
       explore = jax.random.uniform(key_explore, (num_actors,)) < config.epsilon
       action = jnp.where(explore, random, planned)
@@ -212,7 +300,9 @@ def make_train(config: Config, env):
         actors.obs, action, size
       )
       actors, step = base.step_actors(env, task_params, key_env, actors, action)
-      memory = jax.vmap(remember)(memory, new_pos, step.reward, step.done)
+      memory = jax.vmap(remember)(
+        memory, new_pos, step.reward, step.done, action
+      )
       history = step.history()
       if config.imitate == 'planned':
         history = history.replace(target=planned)
@@ -220,9 +310,10 @@ def make_train(config: Config, env):
 
     key_reset, key_scan = jax.random.split(key)
     actors = base.reset_actors(env, task_params, key_reset, num_actors)
-    memory = jax.vmap(lambda _: empty_memory(stages, size))(
-      jnp.arange(num_actors)
-    )
+    horizon = task_params.max_steps_in_episode
+    memory = jax.vmap(
+      lambda a: empty_memory(stages, size, a % config.frames, horizon)
+    )(jnp.arange(num_actors))
     keys = jax.random.split(key_scan, config.num_steps)
     (memory, _), history = jax.lax.scan(_sweep_step, (memory, actors), keys)
     return memory, base.stream_major(history)
