@@ -200,28 +200,20 @@ def test_imitate_planned_labels_each_slip_with_the_planned_action():
   assert plain.target is None
 
 
-def test_refuses_a_non_grid_env_and_bad_settings():
-  bandit, _ = envs.make('adversarial_bandit')
-  config, make_train = agents.get('coverage')
-  with pytest.raises(ValueError, match='Dark Room family'):
-    make_train(config, bandit)
-  room, _ = envs.make('dark_room')
-  config, make_train = agents.get('coverage', epsilon=2.0)
-  with pytest.raises(ValueError, match='epsilon=2.0'):
-    make_train(config, room)
-  config, make_train = agents.get('coverage', order='spiral')
-  with pytest.raises(ValueError, match="order='spiral'"):
-    make_train(config, room)
-  config, make_train = agents.get('coverage', frames=9)
-  with pytest.raises(ValueError, match='frames=9'):
-    make_train(config, room)
-  config, make_train = agents.get('coverage', exploit='retrace')
-  key_to_door, _ = envs.make('dark_key_to_door')
-  with pytest.raises(ValueError, match="exploit='retrace'"):
-    make_train(config, key_to_door)
-  config, make_train = agents.get('coverage', exploit='teleport')
-  with pytest.raises(ValueError, match="exploit='teleport'"):
-    make_train(config, room)
-  config, make_train = agents.get('coverage', imitate='best')
-  with pytest.raises(ValueError, match="imitate='best'"):
-    make_train(config, room)
+@pytest.mark.parametrize(
+  'env_name, settings, match',
+  [
+    ('adversarial_bandit', {}, 'Dark Room family'),
+    ('dark_room', {'epsilon': 2.0}, 'epsilon=2.0'),
+    ('dark_room', {'order': 'spiral'}, "order='spiral'"),
+    ('dark_room', {'frames': 9}, 'frames=9'),
+    ('dark_key_to_door', {'exploit': 'retrace'}, "exploit='retrace'"),
+    ('dark_room', {'exploit': 'teleport'}, "exploit='teleport'"),
+    ('dark_room', {'imitate': 'best'}, "imitate='best'"),
+  ],
+)
+def test_refuses_a_non_grid_env_and_bad_settings(env_name, settings, match):
+  env, _ = envs.make(env_name)
+  config, make_train = agents.get('coverage', **settings)
+  with pytest.raises(ValueError, match=match):
+    make_train(config, env)
