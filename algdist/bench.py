@@ -18,11 +18,21 @@ import sys
 import time
 from collections.abc import Callable
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from algdist import agents, envs, evaluate, model, sequence, sharding, train
+from algdist import (
+  agents,
+  config_lib,
+  envs,
+  model,
+  rollout,
+  sequence,
+  sharding,
+  train,
+)
 
 
 def time_call(fn: Callable[[], object], repeats: int = 3) -> float:
@@ -180,7 +190,7 @@ def bench_train_tokens(env_name: str, attention_impl: str | None = None):
   """
   config = load_config(env_name)
   config.model.attention_impl = attention_impl
-  cfg, obs = train.model_config(config)
+  cfg, obs = config_lib.model_config(config)
   net = model.Transformer(cfg)
   optimizer, schedule = train.make_optimizer(config.train)
   s = config.sharding
@@ -236,6 +246,56 @@ def bench_train_tokens(env_name: str, attention_impl: str | None = None):
   return row
 
 
+def bench_eval_steps(
+  context: int,
+  cached: bool,
+  batch: int = 64,
+  num_steps: int | None = None,
+) -> dict:
+  """eval_steps_per_s/<kv_cache|recompute>/<context>: Dark Room rollouts.
+
+  The Dark Room default model (4 layers, width 64) with random weights
+  acts in `batch` envs; env steps per second after compilation. The
+  recompute variant reruns the full forward pass over the last `context`
+  steps each step, as implementations without a cache do (exact for one
+  layer; here it stands for their cost).
+  """
+  env, env_params = envs.make('dark_room')
+  cfg = model.ModelConfig(
+    num_actions=env.action_space(env_params).n,
+    obs_encoder='embed',
+    obs_vocab=env_params.size,
+    context_steps=context,
+    dropout=0.0,
+  )
+  net = model.Transformer(cfg)
+  example = model.example_steps(cfg, (2,), jnp.int32)
+  init = lambda key: net.init(key, example, deterministic=True)['params']
+  params = nn.meta.unbox(jax.jit(init)(jax.random.key(0)))
+  if num_steps is None:
+    # Every step costs the same (the cache always attends over its C slots;
+    # recompute always runs over its full buffer), so a few steps suffice;
+    # recompute at 1,024 steps of context takes seconds per step on a CPU.
+    num_steps = 128 if cached else max(2, 2048 // context)
+  model_rollout = rollout.make_rollout(
+    env, net, num_steps, cached=cached, window=None if cached else context
+  )
+  tasks = env.tasks(env_params, 'train', num=batch)
+  keys = jax.random.split(jax.random.key(0), batch)
+  run = jax.jit(jax.vmap(model_rollout, (0, None, 0)))
+  compiled = run.lower(keys, params, tasks).compile()
+  start = time.perf_counter()
+  jax.block_until_ready(compiled(keys, params, tasks))
+  seconds = time.perf_counter() - start
+  return dict(
+    value=batch * num_steps / seconds,
+    unit='steps/s',
+    batch=batch,
+    steps=num_steps,
+    context=context,
+  )
+
+
 def benchmarks() -> dict[str, Callable[[], dict]]:
   """Every benchmark by name; each returns its row without name/backend."""
   table = {}
@@ -280,7 +340,7 @@ def benchmarks() -> dict[str, Callable[[], dict]]:
   for context in (256, 1024):
     for name, cached in (('kv_cache', True), ('recompute', False)):
       table[f'eval_steps_per_s/{name}/{context}'] = functools.partial(
-        evaluate.bench_eval_steps, context, cached
+        bench_eval_steps, context, cached
       )
   return table
 

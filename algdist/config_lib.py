@@ -3,16 +3,22 @@
 Experiment files (configs/<env>.py) call these with their own numbers, so
 each field's meaning and unit is written once, here. Library code reads the
 resulting ConfigDict only in `main.py` and the stage entry points
-(`train.train_and_evaluate`, ...), never below them.
+(`train.train_and_evaluate`, ...), never below them; `model_config` turns
+the config into the frozen `ModelConfig` that training, checkpoints and
+evaluation build the same model from.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+import jax
+import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
-from algdist import agents
+from algdist import agents, envs
+from algdist import model as model_lib
 
 
 def source(algorithm: str, **settings) -> ml_collections.ConfigDict:
@@ -168,3 +174,45 @@ def evaluation(*, num_episodes: int) -> ml_collections.ConfigDict:
   c.rl_baseline.algorithm = ''  # see algdist.agents.names(); '' = none
   c.rl_baseline.config = ml_collections.ConfigDict()  # its Config's settings
   return c
+
+
+def resolve_dtype(name: str) -> str:
+  """'auto' -> bfloat16 on accelerators, float32 on CPU (no bf16 units)."""
+  if name != 'auto':
+    return name
+  return 'float32' if jax.default_backend() == 'cpu' else 'bfloat16'
+
+
+def model_config(
+  config,
+) -> tuple[model_lib.ModelConfig, jax.ShapeDtypeStruct]:
+  """The model of an experiment (config.model plus what the env dictates),
+  and the env's observation shape and dtype."""
+  env, params = envs.make(config.env.name, **config.env.overrides.to_dict())
+  obs = jax.eval_shape(lambda: env.reset(jax.random.key(0), params)[0])
+  if obs.ndim == 3 and obs.dtype == jnp.uint8:
+    encoder, vocab = 'conv', 0
+  elif jnp.issubdtype(obs.dtype, jnp.integer):
+    space = env.observation_space(params)
+    encoder, vocab = 'embed', int(np.max(np.asarray(space.high))) + 1
+  else:
+    encoder, vocab = 'dense', 0
+  m = config.model
+  cfg = model_lib.ModelConfig(
+    num_actions=int(env.action_space(params).n),
+    obs_encoder=encoder,
+    obs_vocab=vocab,
+    layout=m.layout,
+    context_steps=m.context_steps,
+    num_layers=m.num_layers,
+    num_heads=m.num_heads,
+    d_model=m.d_model,
+    d_ff=m.d_ff,
+    dropout=m.dropout,
+    attention_dropout=m.attention_dropout,
+    norm=m.norm,
+    dtype=resolve_dtype(m.dtype),
+    attention_impl=m.attention_impl,
+  )
+  cfg.validate()
+  return cfg, obs

@@ -1,6 +1,6 @@
 """Learning-history datasets: generate, store, verify and load.
 
-A dataset is N tasks x S streams of T steps: each stream is one actor's
+A dataset is H histories of T steps, streams on N tasks: each is one actor's
 experience, in order, while its learner learns from scratch. Generation runs
 many learners per jitted call (`jit(vmap(vmap(train)))` over tasks x learners)
 and writes each call's output as one shard as soon as it finishes, so an
@@ -18,7 +18,7 @@ Plain .npy files (no pickle): they memory-map, so a random window is read
 without touching the rest of the file (the streamed loader relies on it).
 Every file's sha256 is in the manifest and is checked on load.
 
-Letters: H histories in a shard, T steps, O observation shape.
+Shape letters: see the glossary in algdist/__init__.py.
 """
 
 from __future__ import annotations
@@ -30,13 +30,12 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from algdist import agents, envs
+from algdist import agents, envs, files, metrics, rollout
 from algdist.agents import base
 
 SCHEMA_VERSION = 1
@@ -92,7 +91,7 @@ def _make_generate_shard(spec: Spec, env, algorithm_config, make_train):
   train = make_train(algorithm_config, env)
 
   def learner_streams(key, task):
-    _, history = train(key, task)  # [A, T, ...]
+    _, history = train(key, task)  # [H, T, ...]
     if spec.subsample_every > 1:
       return jax.vmap(lambda h: subsample_episodes(h, spec.subsample_every))(
         history
@@ -116,16 +115,6 @@ def _sha256(path: str) -> str:
     for block in iter(lambda: f.read(1 << 22), b''):
       digest.update(block)
   return digest.hexdigest()
-
-
-def _write_json(path: str, obj) -> None:
-  """Writes atomically: a reader sees the old file or the new, never half."""
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=1)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
 
 
 def _write_shard(directory: str, name: str, arrays: dict) -> dict:
@@ -201,38 +190,40 @@ def generate(spec: Spec, directory: str, progress: bool = True) -> dict:
   generate_shard = _make_generate_shard(spec, env, algorithm_config, make_train)
   root = jax.random.key(spec.seed)
   todo = [i for i in range(num_shards) if f'shard_{i:05d}' not in done]
-  bar = _progress(num_shards, len(done), progress)
   start = time.perf_counter()
   steps_done = 0
-  for i in todo:
-    # Pad the last shard to full size, so that every call has one shape.
-    ids = np.arange(
-      i * spec.learners_per_shard, (i + 1) * spec.learners_per_shard
-    )
-    real = ids < num_learners
-    task_ids = learner_task[np.minimum(ids, num_learners - 1)]
-    shard_tasks = jax.tree.map(lambda x, ids=task_ids: x[ids], tasks)
-    history, length = generate_shard(jax.random.fold_in(root, i), shard_tasks)
-    history, length = jax.device_get((history, length))
-    per_learner = length.shape[0] // len(ids)
-    keep = np.repeat(real, per_learner)
-    arrays = {
-      'obs': history.obs[keep],
-      'action': history.action[keep],
-      'reward': history.reward[keep],
-      'episode_start': history.episode_start[keep],
-      'length': length[keep],
-      'task_index': np.repeat(task_ids, per_learner)[keep].astype(np.int32),
-    }
-    if history.target is not None:
-      arrays['target'] = history.target[keep]
-    entry = _write_shard(directory, f'shard_{i:05d}', arrays)
-    manifest['shards'].append(entry)
-    manifest['shards'].sort(key=lambda s: s['name'])
-    _write_json(os.path.join(directory, 'manifest.json'), manifest)
-    steps_done += int(history.action[keep].size)
-    bar(1, steps_done / (time.perf_counter() - start))
-  bar(0, None, close=True)
+  with metrics.progress(
+    num_shards, len(done), progress, 'histories', 'shard'
+  ) as bar:
+    for n, i in enumerate(todo, len(done) + 1):
+      # Pad the last shard to full size, so that every call has one shape.
+      ids = np.arange(
+        i * spec.learners_per_shard, (i + 1) * spec.learners_per_shard
+      )
+      real = ids < num_learners
+      task_ids = learner_task[np.minimum(ids, num_learners - 1)]
+      shard_tasks = jax.tree.map(lambda x, ids=task_ids: x[ids], tasks)
+      history, length = generate_shard(jax.random.fold_in(root, i), shard_tasks)
+      history, length = jax.device_get((history, length))
+      per_learner = length.shape[0] // len(ids)
+      keep = np.repeat(real, per_learner)
+      arrays = {
+        'obs': history.obs[keep],
+        'action': history.action[keep],
+        'reward': history.reward[keep],
+        'episode_start': history.episode_start[keep],
+        'length': length[keep],
+        'task_index': np.repeat(task_ids, per_learner)[keep].astype(np.int32),
+      }
+      if history.target is not None:
+        arrays['target'] = history.target[keep]
+      entry = _write_shard(directory, f'shard_{i:05d}', arrays)
+      manifest['shards'].append(entry)
+      manifest['shards'].sort(key=lambda s: s['name'])
+      files.write_json(os.path.join(directory, 'manifest.json'), manifest)
+      steps_done += int(history.action[keep].size)
+      steps_per_s = steps_done / (time.perf_counter() - start)
+      bar(n, f'{steps_per_s:,.0f} env steps/s')
 
   num_histories = sum(s['num_histories'] for s in manifest['shards'])
   first = np.load(
@@ -246,17 +237,15 @@ def generate(spec: Spec, directory: str, progress: bool = True) -> dict:
     streams_per_task=int(num_histories // spec.num_tasks),
     seconds=manifest.get('seconds', 0.0) + time.perf_counter() - start,
   )
-  _write_json(os.path.join(directory, 'manifest.json'), manifest)
+  files.write_json(os.path.join(directory, 'manifest.json'), manifest)
   return manifest
 
 
 def _resume_manifest(spec: Spec, directory: str) -> dict | None:
   """The manifest to continue from, or None to start afresh."""
-  path = os.path.join(directory, 'manifest.json')
-  if not os.path.exists(path):
+  manifest = files.read_json(os.path.join(directory, 'manifest.json'))
+  if manifest is None:
     return None
-  with open(path) as f:
-    manifest = json.load(f)
   if manifest.get('spec') != spec.fingerprint():
     raise DatasetError(
       f'{directory} holds a dataset generated with another configuration '
@@ -285,40 +274,30 @@ def _resume_manifest(spec: Spec, directory: str) -> dict | None:
   return manifest
 
 
-def _progress(total: int, initial: int, enabled: bool) -> Callable:
-  """A tqdm bar over shards with env steps/s, or a no-op."""
-  if not enabled:
-    return lambda *a, **k: None
-  from tqdm import tqdm  # noqa: PLC0415  (only the CLI needs it)
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  """A loaded dataset: host arrays, memory-mapped unless loaded otherwise."""
 
-  bar = tqdm(total=total, initial=initial, unit='shard', desc='histories')
-
-  def update(n, steps_per_s, close=False):
-    if close:
-      bar.close()
-      return
-    bar.update(n)
-    if steps_per_s is not None:
-      bar.set_postfix_str(f'{steps_per_s:,.0f} env steps/s')
-
-  return update
+  directory: str  # where it was loaded from
+  manifest: dict  # manifest.json (see `generate`)
+  history: base.History  # leaves [H, T, ...]
+  length: np.ndarray  # [H] int32 valid steps of each history
+  task_index: np.ndarray  # [H] int32 row of the manifest's task table
 
 
-def load(directory: str, verify: bool = True, mmap: bool = True):
-  """Loads a complete dataset: `(manifest, History, length, task_index)`.
+def load(directory: str, verify: bool = True, mmap: bool = True) -> Dataset:
+  """Loads a complete dataset.
 
   Arrays are [num_histories, T, ...]; with `mmap` they stay on disk until
   read. `verify` checks every file's size and sha256 against the manifest and
   raises DatasetError naming the bad shard and what to do.
   """
-  path = os.path.join(directory, 'manifest.json')
-  if not os.path.exists(path):
+  manifest = files.read_json(os.path.join(directory, 'manifest.json'))
+  if manifest is None:
     raise DatasetError(
       f'No dataset at {directory} (no manifest.json); run '
       '`python -m algdist.main --mode generate` first.'
     )
-  with open(path) as f:
-    manifest = json.load(f)
   if not manifest.get('complete'):
     raise DatasetError(
       f'The dataset at {directory} is incomplete ({len(manifest["shards"])}'
@@ -349,7 +328,13 @@ def load(directory: str, verify: bool = True, mmap: bool = True):
     episode_start=joined['episode_start'],
     target=joined.get('target'),
   )
-  return manifest, history, joined['length'], joined['task_index']
+  return Dataset(
+    directory=directory,
+    manifest=manifest,
+    history=history,
+    length=joined['length'],
+    task_index=joined['task_index'],
+  )
 
 
 def _verify_file(shard: str, file: str, info: dict) -> None:
@@ -387,23 +372,7 @@ def episode_return_curve(
   """
 
   def one(h, n):
-    valid = jnp.arange(h.action.shape[0]) < n
-    episode = jnp.where(valid, jnp.cumsum(h.episode_start) - 1, num_episodes)
-    returns = jax.ops.segment_sum(
-      jnp.where(valid, h.reward, 0.0), episode, num_episodes + 1
-    )[:num_episodes]
-    steps = jax.ops.segment_sum(
-      valid.astype(jnp.int32), episode, num_episodes + 1
-    )[:num_episodes]
-    started = steps > 0
-    # Only the last started episode can be cut off; the others ended where
-    # the next one started.
-    is_last = jnp.arange(num_episodes) == started.sum() - 1
-    if max_episode_steps is None:
-      complete = started
-    else:
-      complete = started & (~is_last | (steps >= max_episode_steps))
-    return jnp.where(complete, returns, jnp.nan)
+    return rollout.stream_episode_returns(h, num_episodes, max_episode_steps, n)
 
   small = base.History(
     obs=jnp.zeros(history.action.shape, jnp.int8),
@@ -443,21 +412,20 @@ def generate_and_report(config, workdir: str, progress: bool = True) -> dict:
     os.path.getmtime(curve_json) >= os.path.getmtime(manifest_json)
   ):
     return manifest  # plotted after the dataset was last written: a rerun
-  _, history, length, task_index = load(directory, verify=False)
+  dataset = load(directory, verify=False)
+  history, length = dataset.history, dataset.length
+  task_index = dataset.task_index
   title = (
     f'{spec.algorithm} on {spec.env}: {manifest["num_histories"]} '
     'learning histories'
   )
   path = os.path.join(directory, 'learning_curve.png')
   env, params = envs.make(spec.env, **spec.env_overrides)
-  if spec.env == 'adversarial_bandit':
-    # A pull is an episode: plot reward per pull and regret from the arm
-    # means rather than 0/1 samples, over the pulls every history kept.
-    means_HxK = np.asarray(manifest['tasks']['means'])[task_index]
-    summary = report.bandit_learning_curve(
-      history.action[:, : int(np.min(length))], means_HxK, title, path
-    )
-    _write_json(os.path.join(directory, 'learning_curve.json'), summary)
+  plot = getattr(env, 'plot_learning_curve', None)  # gymnax envs have none
+  if plot is not None:  # the family's own curve (a bandit's: regret)
+    tasks = envs.base.batch_replace(params, **manifest['tasks'])
+    summary = plot(history, length, tasks, task_index, title, path)
+    files.write_json(os.path.join(directory, 'learning_curve.json'), summary)
     return manifest
   num_episodes = int(np.asarray(history.episode_start).sum(-1).max())
   curve_HxE = np.asarray(
@@ -474,5 +442,8 @@ def generate_and_report(config, workdir: str, progress: bool = True) -> dict:
   except NotImplementedError:
     optimal_H = None
   summary = report.source_learning_curve(curve_HxE, optimal_H, title, path)
-  _write_json(os.path.join(directory, 'learning_curve.json'), summary)
+  # NaN where no history holds a complete episode: kept, not an error.
+  files.write_json(
+    os.path.join(directory, 'learning_curve.json'), summary, allow_nan=True
+  )
   return manifest

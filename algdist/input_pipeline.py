@@ -1,7 +1,8 @@
 """Learning histories on disk -> batches of across-episode windows.
 
-Follow a batch: `histories.load` memory-maps the dataset [H, T];
-`select_histories` keeps the training tasks' histories (a seeded set of tasks
+Training calls one function, `make_pipeline`. Follow a batch from there:
+`histories.load` has memory-mapped the dataset [H, T]; `select_histories`
+keeps the training tasks' histories (a seeded set of tasks
 is held out for validation) and, for Expert Distillation, marks where each
 history's expert episodes begin; `sequence.model_inputs` turns each history
 into model inputs; a window is L consecutive steps of one history, from a
@@ -16,20 +17,23 @@ Two loaders, one sampling rule:
   Window g of the run is drawn from (seed, g), so the pipeline's position is
   the step number, resuming is exact, and each process reads only its slice.
 
-Letters: H histories, T steps per history, B batch, L context steps.
+Shape letters: see the glossary in algdist/__init__.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from algdist import sequence
+from algdist import histories, model, sequence, sharding
 from algdist.agents import base
+
+METHODS = ('ad', 'ed')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,10 +52,7 @@ def episode_starts(episode_start_T: np.ndarray, length: int) -> np.ndarray:
 
 
 def select_histories(
-  manifest: dict,
-  history: base.History,
-  length_H: np.ndarray,
-  task_index_H: np.ndarray,
+  dataset: histories.Dataset,
   *,
   window_steps: int,
   validation_tasks: float,
@@ -64,6 +65,8 @@ def select_histories(
   least one when > 0). `expert_episodes` > 0 keeps only each history's last
   that many episodes (Expert Distillation); 0 keeps the whole history (AD).
   """
+  manifest, history = dataset.manifest, dataset.history
+  length_H, task_index_H = dataset.length, dataset.task_index
   if manifest['spec']['split'] != 'train':
     raise ValueError(
       'Only histories of training tasks may be trained on; this dataset was '
@@ -273,3 +276,130 @@ def dataset_bytes(history: base.History, rows: np.ndarray) -> int:
     for x in jax.tree.leaves(history)
   )
   return per_row * len(rows) + len(rows) * history.action.shape[1] * 8
+
+
+@dataclasses.dataclass(frozen=True)
+class Pipeline:
+  """What training reads: the batch of each update, the validation set."""
+
+  # update -> its global (Steps, target) batch [B, L], sharded over the mesh
+  next_batch: Callable
+  validation: tuple | None  # fixed held-out (Steps, target) [batches, B, L]
+  window_steps: int  # L: steps per training window (>= context_steps)
+
+
+def make_pipeline(
+  config,
+  dataset: histories.Dataset,
+  method: str,
+  model_config: model.ModelConfig,
+  obs: jax.ShapeDtypeStruct,
+  mesh: jax.sharding.Mesh,
+  rules: tuple,
+  start_step: int,
+) -> Pipeline:
+  """The input pipeline of training `method` from update `start_step` on.
+
+  On the device, windows are gathered inside jit from fold_in(key, step); a
+  streamed dataset is read by grain from `start_step` on. Either way the
+  batch of an update depends only on the step, so a resumed run sees the
+  batches an uninterrupted one would have.
+  """
+  history = dataset.history
+  if history.obs.shape[2:] != obs.shape or history.obs.dtype != obs.dtype:
+    raise histories.DatasetError(
+      f'The histories in {dataset.directory} hold observations of shape '
+      f'{history.obs.shape[2:]} {history.obs.dtype}; {config.env.name} with '
+      f'this config observes {obs.shape} {obs.dtype}. Regenerate them.'
+    )
+  window = run_window_steps(config, model_config)
+  selection = select_histories(
+    dataset,
+    window_steps=window,
+    validation_tasks=config.data.validation_tasks,
+    expert_episodes=expert_episodes(config, method),
+    seed=config.data.seed,
+  )
+  num_actions, batch_size = model_config.num_actions, config.train.batch_size
+  shard = lambda x: sharding.batch_sharding(mesh, rules, x.ndim)
+  if _on_device(config, history, selection.train):
+    data = device_data(history, selection.train, selection, num_actions, window)
+    data_key = jax.random.fold_in(jax.random.key(config.train.seed), 1)
+
+    def sample(step):
+      key = jax.random.fold_in(data_key, step)
+      return sample_windows(
+        key, data, batch_size, window, config.data.first_window_prob
+      )
+
+    shapes = jax.eval_shape(sample, 0)
+    next_batch = jax.jit(sample, out_shardings=jax.tree.map(shard, shapes))
+  else:
+    source = WindowSource(
+      history,
+      selection.train,
+      selection,
+      num_actions,
+      window,
+      seed=config.train.seed,
+      first_window_prob=config.data.first_window_prob,
+    )
+    stream = stream_windows(
+      source,
+      global_batch=batch_size,
+      start_step=start_step,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+      num_threads=config.data.num_threads,
+    )
+
+    def next_batch(step):
+      del step  # the stream started at start_step and advances one per call
+      to_global = lambda x: jax.make_array_from_process_local_data(shard(x), x)
+      return jax.tree.map(to_global, next(stream))
+
+  validation = None
+  rows = selection.validation
+  if len(rows) and config.data.num_validation_windows > 0:
+    # Fixed windows of the held-out tasks' histories.
+    data = device_data(history, rows, selection, num_actions, window)
+    num = max(config.data.num_validation_windows, batch_size)
+    validation = fixed_windows(
+      jax.random.key(config.data.seed), data, num, batch_size, window
+    )
+  return Pipeline(next_batch, validation, window)
+
+
+def run_window_steps(config, model_config: model.ModelConfig) -> int:
+  """Steps per training window: at least the model's attention span.
+
+  Windows longer than the span train the sliding-window attention that the
+  evaluation KV cache runs: there, after the ring buffer wraps, the oldest
+  cached keys of deeper layers were computed with context of their own, a
+  case that windows no longer than the span never show the model.
+  """
+  steps = config.data.window_steps
+  if steps < model_config.context_steps:
+    raise ValueError(
+      f'data.window_steps={steps} must be >= model.context_steps='
+      f'{model_config.context_steps}.'
+    )
+  return steps
+
+
+def expert_episodes(config, method: str) -> int:
+  """Expert episodes kept per history: ED's, or 0 (AD keeps them all)."""
+  if method not in METHODS:
+    raise ValueError(f"Unknown method '{method}'; use one of {METHODS}.")
+  return config.ed.expert_episodes if method == 'ed' else 0
+
+
+def _on_device(config, history: base.History, rows: np.ndarray) -> bool:
+  placement = config.data.placement
+  if placement not in ('auto', 'device', 'stream'):
+    raise ValueError(
+      f"data.placement='{placement}': use 'auto', 'device' or 'stream'."
+    )
+  if placement != 'auto':
+    return placement == 'device'
+  return dataset_bytes(history, rows) <= config.data.max_device_mb * 2**20

@@ -23,7 +23,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from algdist import evaluate, histories, report, train
+from algdist import evaluate, files, histories, report, train
 
 _CONFIG = config_flags.DEFINE_config_file(
   'config',
@@ -76,11 +76,10 @@ def _flatten(tree, prefix=''):
 
 def config_changes(config, workdir: str) -> dict[str, tuple]:
   """Fields whose value differs from the workdir's config.json: old, new."""
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
+  saved = files.read_json(os.path.join(workdir, 'config.json'))
+  if saved is None:
     return {}
-  with open(path) as f:
-    old = _flatten(json.load(f))
+  old = _flatten(saved)
   new = _flatten(json.loads(config.to_json_best_effort()))
   return {
     k: (old.get(k), new.get(k))
@@ -112,24 +111,19 @@ def check_workdir(config, workdir: str) -> dict[str, tuple]:
 def write_config(config, workdir: str) -> None:
   """Records the resolved config in the workdir (WORKDIR/config.json)."""
   os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, 'config.json')
-  with open(path + '.tmp', 'w') as f:
-    f.write(config.to_json_best_effort(indent=1, sort_keys=True))
-  os.replace(path + '.tmp', path)
+  files.write_text(
+    os.path.join(workdir, 'config.json'),
+    config.to_json_best_effort(indent=1, sort_keys=True),
+  )
 
 
 def record_seconds(workdir: str, stage: str, seconds: float, add: bool):
   """Sets (or adds to) a stage's wall time in WORKDIR/seconds.json, which
   results.json reports."""
   path = os.path.join(workdir, 'seconds.json')
-  table = {}
-  if os.path.exists(path):
-    with open(path) as f:
-      table = json.load(f)
+  table = files.read_json(path, default={})
   table[stage] = seconds + (table.get(stage, 0.0) if add else 0.0)
-  with open(path + '.tmp', 'w') as f:
-    json.dump(table, f)
-  os.replace(path + '.tmp', path)
+  files.write_json(path, table)
 
 
 def run(config, workdir: str, mode: str = 'all') -> None:
@@ -151,8 +145,9 @@ def run(config, workdir: str, mode: str = 'all') -> None:
       manifest['steps_per_history'],
       workdir,
     )
-    with open(os.path.join(workdir, 'histories', 'learning_curve.json')) as f:
-      curve = json.load(f)
+    curve = files.read_json(
+      os.path.join(workdir, 'histories', 'learning_curve.json')
+    )
     print(
       f'source {manifest["algorithm"]} on {manifest["env"]}: '
       f'{manifest["num_histories"]} histories, first episode '
@@ -187,8 +182,8 @@ def run(config, workdir: str, mode: str = 'all') -> None:
   if 'eval' in stages and (mode == 'eval' or not eval_done):
     evaluate.evaluate(config, workdir)
   if 'report' in stages:
-    files = report.write_report(workdir)
-    with open(files['summary']) as f:
+    written = report.write_report(workdir)
+    with open(written['summary']) as f:
       print(f.read())
 
 

@@ -10,8 +10,11 @@ import matplotlib
 
 matplotlib.use('Agg')  # files only; no display needed
 
+import jax  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from algdist import model, rollout  # noqa: E402
 
 
 def source_learning_curve(curve_HxE, optimal_H, title: str, path: str) -> dict:
@@ -86,68 +89,6 @@ def source_learning_curve(curve_HxE, optimal_H, title: str, path: str) -> dict:
       np.mean(last10 >= 0.9)
     )
   return summary
-
-
-def bandit_learning_curve(action_HxT, means_HxK, title: str, path: str):
-  """Plots a bandit source's learning: reward per pull and cumulative regret.
-
-  Both use the pulled arm's mean rather than its sampled 0/1 reward, so the
-  curves show what the learner chose, free of Bernoulli noise. Returns the
-  figures, with the keys of `source_learning_curve` (as fractions of the
-  best arm's mean) and the regret.
-  """
-  action = np.asarray(action_HxT)
-  means = np.asarray(means_HxK, np.float64)
-  expected_HxT = np.take_along_axis(means, action, 1)
-  best_H = means.max(1)
-  regret_HxT = np.cumsum(best_H[:, None] - expected_HxT, 1)
-  pulls = np.arange(1, action.shape[1] + 1)
-  fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=120)
-  left.plot(pulls, expected_HxT.mean(0), lw=2, label='mean of pulled arm')
-  left.axhline(best_H.mean(), color='k', ls='--', lw=1, label='best arm')
-  left.axhline(means.mean(), color='grey', ls=':', lw=1, label='random arm')
-  left.set(xlabel='pull', ylabel='expected reward per pull', ylim=(0, 1))
-  left.legend(loc='lower right', fontsize=8)
-  low, high = np.percentile(regret_HxT, [10, 90], axis=0)
-  right.fill_between(pulls, low, high, alpha=0.25, label='10-90th percentile')
-  right.plot(pulls, regret_HxT.mean(0), lw=2, label='mean over histories')
-  # A uniformly random puller loses best - average arm mean on every pull.
-  random_regret = pulls * (best_H - means.mean(1)).mean()
-  right.plot(
-    pulls, random_regret, color='grey', ls=':', lw=1, label='random arm'
-  )
-  right.set(xlabel='pull', ylabel='cumulative regret')
-  right.legend(loc='upper left', fontsize=8)
-  for ax in (left, right):
-    ax.grid(alpha=0.3)
-  fig.suptitle(title, fontsize=9)
-  fig.tight_layout()
-  fig.savefig(path)
-  plt.close(fig)
-  fraction_HxT = expected_HxT / best_H[:, None]
-  last10 = fraction_HxT[:, -10:].mean(1)
-  half = action.shape[1] // 2
-  return {
-    'num_histories': int(action.shape[0]),
-    'num_episodes': int(action.shape[1]),
-    'min_episodes': int(action.shape[1]),
-    'normalized': True,
-    'mean_first_episode': float(fraction_HxT[:, 0].mean()),
-    'mean_last_episode': float(fraction_HxT[:, -1].mean()),
-    'mean_last_10_episodes': float(last10.mean()),
-    'min_last_10_episodes': float(last10.min()),
-    'mean_per_episode': [float(x) for x in fraction_HxT.mean(0)],
-    'fraction_of_histories_reaching_90pct': float(np.mean(last10 >= 0.9)),
-    'mean_best_arm': float(best_H.mean()),
-    'mean_random_arm': float(means.mean()),
-    'mean_cumulative_regret': [float(x) for x in regret_HxT.mean(0)],
-    # Regret added in the second half over the first: 1 is linear, less is
-    # sublinear (a learner that stops paying for exploration).
-    'regret_second_half_over_first': float(
-      (regret_HxT[:, -1] - regret_HxT[:, half - 1]).mean()
-      / regret_HxT[:, half - 1].mean()
-    ),
-  }
 
 
 # In-context evaluation (algdist/evaluate.py writes results.json).
@@ -299,7 +240,7 @@ def write_report(workdir: str) -> dict:
   return paths
 
 
-def rollout_gif(path: str, first_person_TxHxWx3, top_down_TxSxSx3=None, fps=10):
+def rollout_gif(path: str, first_person_TxO, top_down_TxVxVx3=None, fps=10):
   """Writes a GIF of a pixel rollout: the agent's view, and a top-down map
   beside it when given. Returns the path, or None without imageio."""
   try:
@@ -307,20 +248,45 @@ def rollout_gif(path: str, first_person_TxHxWx3, top_down_TxSxSx3=None, fps=10):
   except ImportError:
     logging.warning('imageio is not installed: no GIF written to %s.', path)
     return None
-  frames = [np.asarray(first_person_TxHxWx3, np.uint8)]
-  if top_down_TxSxSx3 is not None:
-    frames.append(np.asarray(top_down_TxSxSx3, np.uint8))
+  frames = [np.asarray(first_person_TxO, np.uint8)]
+  if top_down_TxVxVx3 is not None:
+    frames.append(np.asarray(top_down_TxVxVx3, np.uint8))
   height = max(f.shape[1] for f in frames)
   # Pad to a common height (black below), then place side by side.
   frames = [
     np.pad(f, ((0, 0), (0, height - f.shape[1]), (0, 0), (0, 0)))
     for f in frames
   ]
-  video_TxHxWx3 = np.concatenate(frames, axis=2)
+  video_TxO = np.concatenate(frames, axis=2)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   # duration: milliseconds per frame (imageio's pillow plugin); loop forever.
-  imageio.mimsave(path, list(video_TxHxWx3), duration=1000 / fps, loop=0)
+  imageio.mimsave(path, list(video_TxO), duration=1000 / fps, loop=0)
   return path
+
+
+def write_rollout_gif(
+  env,
+  net: model.Transformer,
+  params,
+  task,
+  key,
+  path: str,
+  num_episodes: int = 2,
+  temperature: float = 1.0,
+) -> str | None:
+  """A GIF of one rollout of the model on one task (pixel envs): the agent's
+  view, with a top-down map beside it where the env draws one (its
+  `render_top_down`). Returns the path, or None (logged) without imageio.
+  """
+  num_steps = num_episodes * rollout.episode_length(task)
+  run = rollout.make_rollout(env, net, num_steps, temperature, record=True)
+  out = jax.device_get(jax.jit(run)(key, params, task))
+  top_down = None
+  render = getattr(env, 'render_top_down', None)  # gymnax envs have none
+  if render is not None:
+    draw = jax.jit(jax.vmap(render, (0, None)))
+    top_down = np.asarray(draw(out.env_state, task))
+  return rollout_gif(path, np.asarray(out.obs), top_down)
 
 
 def training_curves(workdir: str, methods=('ad', 'ed')) -> str | None:

@@ -17,7 +17,8 @@ step; it gets the action index `no_action(num_actions)`, which is
 Arrays may be numpy (host-side input pipelines stay on the host) or JAX
 (under jit); the result has the same kind.
 
-Letters: L steps, T stream length, O observation shape.
+Shape letters: see algdist/__init__.py. A stream's steps run along T; a
+model input's along L.
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from algdist import agents, envs
-from algdist.agents import actor_critic, base
+from algdist import agents, envs, rollout
+from algdist.agents import actor_critic
 from algdist.envs.dark_room import MOVES
 
 NUM_TASKS = 4
@@ -37,7 +37,9 @@ def learned(request):
   keys = jax.random.split(jax.random.key(1), NUM_TASKS)
   _, history = jax.jit(jax.vmap(make_train(config, env)))(keys, tasks)
   num_episodes = config.steps_per_stream // params.max_steps_in_episode
-  returns = jax.vmap(jax.vmap(lambda h: base.episode_returns(h, num_episodes)))
+  returns = jax.vmap(
+    jax.vmap(lambda h: rollout.stream_episode_returns(h, num_episodes))
+  )
   return dict(
     name=name,
     returns=np.asarray(returns(history)),

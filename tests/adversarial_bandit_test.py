@@ -5,8 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from algdist import envs
-from algdist.envs import base
+from algdist import envs, rollout
 
 
 def test_shapes_episode_of_one_pull_and_trace_once():
@@ -48,8 +47,8 @@ def test_rewards_are_bernoulli_with_the_arm_means():
 def test_oracle_earns_the_optimal_return_on_average():
   env, params = envs.make('adversarial_bandit')
   tasks = env.tasks(params, 'test', num=8)
-  oracle = lambda key, obs, state, p: env.optimal_action(state, p)
-  run = jax.vmap(lambda k, p: base.rollout(env, oracle, k, p, 5000)['reward'])
+  oracle = rollout.make_policy_rollout(env, rollout.oracle_policy(env), 5000)
+  run = jax.vmap(lambda k, p: oracle(k, None, p).reward)
   rewards = run(jax.random.split(jax.random.key(0), 8), tasks)
   np.testing.assert_allclose(
     rewards.mean(-1), env.optimal_return(tasks), atol=0.03

@@ -6,15 +6,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from algdist import agents, envs, sequence
-from algdist.agents import base, coverage
+from algdist import agents, envs, rollout, sequence
+from algdist.agents import coverage
 
 
 def _complete_episode_returns(history, i):
   """Returns of learner i's complete episodes (the last may be cut off)."""
   stream = jax.tree.map(lambda x: x[i, 0], history)
   num = int(np.asarray(stream.episode_start).sum())
-  return np.asarray(base.episode_returns(stream, num))[:-1]
+  return np.asarray(rollout.stream_episode_returns(stream, num))[:-1]
 
 
 def _histories(name, num_steps, num_tasks=None, **settings):

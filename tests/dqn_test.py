@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from algdist import agents, envs
+from algdist import agents, envs, rollout
 from algdist.agents import base, dqn
 
 # Dark Room 5x5 with the goal 2 cells above the centre: optimal return 19.
@@ -49,7 +49,7 @@ def _index(tree, i):
 
 def _returns(history, num_episodes):
   """[..., A, T] history -> [..., A, num_episodes] episode returns."""
-  fn = lambda h: base.episode_returns(h, num_episodes)
+  fn = lambda h: rollout.stream_episode_returns(h, num_episodes)
   for _ in range(history.reward.ndim - 1):
     fn = jax.vmap(fn)
   return fn(history)

@@ -13,7 +13,16 @@ import ml_collections
 import numpy as np
 import pytest
 
-from algdist import envs, evaluate, histories, model, report, sequence, train
+from algdist import (
+  envs,
+  evaluate,
+  histories,
+  model,
+  report,
+  rollout,
+  sequence,
+  train,
+)
 from configs import dark_room
 
 NUM_ACTIONS = 5
@@ -42,16 +51,16 @@ def _tiny(num_layers=1, context_steps=8, obs_encoder='embed'):
   return net, nn.meta.unbox(init(jax.random.key(1))['params'])
 
 
-def _batched(rollout):
-  """Over seeds [N, S] (shared task) and tasks [N], jitted once."""
-  return jax.vmap(jax.vmap(rollout, (0, None, None)), (0, None, 0))
+def _batched(fn):
+  """Over seeds [N, R] (shared task) and tasks [N], jitted once."""
+  return jax.vmap(jax.vmap(fn, (0, None, None)), (0, None, 0))
 
 
 def test_rollout_traces_once_and_has_the_documented_shapes():
   env, params = envs.make('dark_room')
   net, weights = _tiny()
   num_steps = 2 * 20
-  batched = _batched(evaluate.make_rollout(env, net, num_steps))
+  batched = _batched(rollout.make_rollout(env, net, num_steps))
 
   def rollouts(keys, weights, tasks):
     return batched(keys, weights, tasks)
@@ -77,7 +86,8 @@ def test_episode_returns_count_episodes_from_done():
   reward = jnp.array([0, 1, 0, 1, 1, 0, 0, 2], jnp.float32)
   done = jnp.array([0, 1, 0, 0, 1, 1, 0, 0], bool)
   # Episodes: [0, 1] [2, 3, 4] [5] and [6, 7] unfinished.
-  returns = evaluate.episode_returns(reward, done, 4)
+  action = jnp.zeros(8, jnp.int32)
+  returns = rollout.Rollout(action, reward, done).episode_returns(4)
   np.testing.assert_array_equal(returns[:3], [1.0, 2.0, 0.0])
   assert np.isnan(returns[3])
 
@@ -106,7 +116,7 @@ def test_oracle_earns_the_optimal_return_in_the_same_rollout(name):
   tasks = env.tasks(params, 'test')
   num_episodes = 3
   fn = evaluate.make_returns_fn(
-    env, evaluate.oracle_policy(env), num_episodes, params
+    env, rollout.oracle_policy(env), num_episodes, params
   )
   num = tasks.goal.shape[0]
   returns = np.asarray(
@@ -124,7 +134,7 @@ def test_random_policy_earns_the_random_walk_return():
   tasks = env.tasks(params, 'test')
   num, seeds = tasks.goal.shape[0], 64
   fn = evaluate.make_returns_fn(
-    env, evaluate.random_policy(NUM_ACTIONS), 2, params
+    env, rollout.random_policy(NUM_ACTIONS), 2, params
   )
   returns = np.asarray(
     fn(jax.random.split(jax.random.key(0), (num, seeds)), None, tasks)
@@ -139,14 +149,14 @@ def test_random_policy_earns_the_random_walk_return():
 def test_cached_and_recomputing_rollouts_choose_the_same_actions():
   env, params = envs.make('dark_room')
   # Two layers: after the ring wraps, the recompute window must span what
-  # both layers see (evaluate.exact_window), not just the last L steps.
+  # both layers see (rollout.exact_window), not just the last L steps.
   net, weights = _tiny(num_layers=2, context_steps=6)
   tasks = env.tasks(params, 'test', num=3)
   keys = jax.random.split(jax.random.key(0), (3, 2))
   # 40 steps: the 6-step ring buffer wraps many times.
   actions = [
     np.asarray(
-      jax.jit(_batched(evaluate.make_rollout(env, net, 40, cached=c)))(
+      jax.jit(_batched(rollout.make_rollout(env, net, 40, cached=c)))(
         keys, weights, tasks
       ).action
     )
@@ -161,12 +171,12 @@ def test_prompted_rollout_continues_from_the_demonstration_in_context():
   net, weights = _tiny()
   task = jax.tree.map(lambda x: x[0], env.tasks(params, 'test', num=1))
   prompt, episodes = 2, 2
-  rollout = evaluate.make_prompted_rollout(
+  prompted = rollout.make_prompted_rollout(
     env, net, prompt, episodes, task, temperature=0.0, record=True
   )
-  out = jax.jit(rollout)(jax.random.key(0), weights, task, 0.0)
+  out = jax.jit(prompted)(jax.random.key(0), weights, task, 0.0)
   chex.assert_shape(out.action, ((prompt + episodes) * 20,))
-  returns = evaluate.episode_returns(out.reward, out.done, prompt + episodes)
+  returns = out.episode_returns(prompt + episodes)
   np.testing.assert_array_equal(returns[:prompt], env.optimal_return(task))
   # The greedy continuation is the full forward pass over the whole
   # trajectory, demonstration included: the cache held the prompt.

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from algdist import envs
+from algdist import envs, rollout
 from algdist.envs import base
 
 GRID_ENVS = ['dark_room', 'dark_room_hard', 'dark_key_to_door']
@@ -26,7 +26,17 @@ def _num_tasks(tasks):
 
 
 def _oracle(env):
-  return lambda key, obs, state, params: env.optimal_action(state, params)
+  return rollout.oracle_policy(env)
+
+
+def _constant(action):
+  return rollout.stateless_policy(lambda key, state, params: jnp.int32(action))
+
+
+def _rollout(env, policy, key, params, num_steps):
+  """`policy` acts `num_steps` steps in one scan (gymnax auto-resets)."""
+  run = rollout.make_policy_rollout(env, policy, num_steps, record=True)
+  return run(key, None, params)
 
 
 @pytest.mark.parametrize('name', GRID_ENVS)
@@ -64,8 +74,8 @@ def test_vmap_over_tasks_equals_loop(name):
   env, params = envs.make(name)
   tasks = env.tasks(params, 'train', num=6, seed=3)
   keys = jax.random.split(jax.random.key(1), 6)
-  policy = lambda key, obs, state, p: jax.random.randint(key, (), 0, 5)
-  run = lambda k, p: base.rollout(env, policy, k, p, 60)
+  policy = rollout.random_policy(5)
+  run = lambda k, p: _rollout(env, policy, k, p, 60)
   batched = jax.jit(jax.vmap(run))(keys, tasks)
   for i in range(6):
     task = _index(tasks, i)
@@ -122,11 +132,9 @@ def test_dark_room_hard_pays_once_and_terminates():
   assert float(reward) == 1.0 and bool(term) and not bool(trunc)
   np.testing.assert_array_equal(obs, [8, 8])  # auto-reset to the centre
   # Never reaching the goal: truncated after 20 steps, zero reward.
-  traj = base.rollout(
-    env, lambda *_: jnp.int32(NOOP), jax.random.key(0), params, 20
-  )
-  assert float(traj['reward'].sum()) == 0.0
-  assert bool(traj['truncated'][-1]) and not bool(traj['terminated'].any())
+  traj = _rollout(env, _constant(NOOP), jax.random.key(0), params, 20)
+  assert float(traj.reward.sum()) == 0.0
+  assert bool(traj.truncated[-1]) and not bool(traj.terminated.any())
 
 
 def test_key_to_door_needs_key_before_door():
@@ -161,10 +169,8 @@ def test_key_to_door_start_is_random_and_never_the_key():
 
 def test_key_to_door_truncates_after_50_steps():
   env, params = envs.make('dark_key_to_door')
-  traj = base.rollout(
-    env, lambda *_: jnp.int32(NOOP), jax.random.key(2), params, 100
-  )
-  truncated = np.flatnonzero(np.asarray(traj['truncated']))
+  traj = _rollout(env, _constant(NOOP), jax.random.key(2), params, 100)
+  truncated = np.flatnonzero(np.asarray(traj.truncated))
   np.testing.assert_array_equal(truncated, [49, 99])
 
 
@@ -177,10 +183,10 @@ def test_oracle_earns_exactly_the_optimal_return(name):
     keys = jax.random.split(jax.random.key(0), _num_tasks(tasks))
 
     def episode_return(key, task):
-      traj = base.rollout(env, _oracle(env), key, task, horizon)
-      done = traj['terminated'] | traj['truncated']
+      traj = _rollout(env, _oracle(env), key, task, horizon)
+      done = traj.terminated | traj.truncated
       first_episode = jnp.cumsum(done) - done == 0
-      return (traj['reward'] * first_episode).sum()
+      return (traj.reward * first_episode).sum()
 
     returns = jax.jit(jax.vmap(episode_return))(keys, tasks)
     np.testing.assert_allclose(returns, env.optimal_return(tasks))

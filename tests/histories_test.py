@@ -53,12 +53,13 @@ def test_manifest_and_arrays_follow_the_contract(dataset):
   assert manifest['num_shards'] == 2
   assert manifest['schema_version'] == histories.SCHEMA_VERSION
   assert len(manifest['tasks']['goal']) == 3
-  _, history, length, task_index = histories.load(directory)
+  dataset = histories.load(directory)
+  history, length = dataset.history, dataset.length
   chex.assert_shape(history.obs, (6, 60, 2))
   assert history.obs.dtype == np.int32 and history.action.dtype == np.int32
   assert history.episode_start.dtype == bool
   np.testing.assert_array_equal(length, 60)
-  np.testing.assert_array_equal(task_index, [0, 0, 1, 1, 2, 2])
+  np.testing.assert_array_equal(dataset.task_index, [0, 0, 1, 1, 2, 2])
   # Episodes of 20 steps: starts at 0, 20, 40.
   np.testing.assert_array_equal(
     np.flatnonzero(history.episode_start[0]), [0, 20, 40]
@@ -84,7 +85,7 @@ def test_shards_equal_learners_run_one_by_one(dataset):
   env, params = envs.make('dark_room')
   config, make_train = agents.get('ppo', **SPEC.algorithm_config)
   train = jax.jit(make_train(config, env))
-  _, history, _, _ = histories.load(directory)
+  history = histories.load(directory).history
   tasks = envs.base.batch_replace(params, **manifest['tasks'])
   # Learner 2 is the first of shard 1: key fold_in(seed, 1), split, index 0.
   key = jax.random.split(jax.random.fold_in(jax.random.key(0), 1), 2)[0]
@@ -116,14 +117,12 @@ def test_a_recorded_target_round_trips_to_the_training_labels(
   directory = str(tmp_path / 'planned')
   manifest = histories.generate(spec, directory, progress=False)
   assert 'target.npy' in manifest['shards'][0]['files']
-  _, history, length, task_index = histories.load(directory)
+  loaded = histories.load(directory)
+  history = loaded.history
   chex.assert_shape(history.target, (2, 80))
   assert (history.target != history.action).any()
   selection = input_pipeline.select_histories(
-    manifest,
-    history,
-    length,
-    task_index,
+    loaded,
     window_steps=20,
     validation_tasks=0.0,
     expert_episodes=0,
@@ -149,7 +148,7 @@ def test_a_recorded_target_round_trips_to_the_training_labels(
   h, s = where[0]
   np.testing.assert_array_equal(target, history.target[h, s : s + 20])
   # Histories of other learners record no target and load without one.
-  _, plain, _, _ = histories.load(dataset[0])
+  plain = histories.load(dataset[0]).history
   assert plain.target is None
 
 

@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from algdist import input_pipeline, sequence
+from algdist import histories, input_pipeline, sequence
 from algdist.agents import base
 
 H, T, L, A = 6, 50, 12, 5
@@ -25,17 +25,15 @@ def _synthetic():
   length[1] = 30  # a history cut short (e.g. subsampled): no window past it
   task = np.array([0, 0, 1, 1, 2, 2], np.int32)
   manifest = {'spec': {'split': 'train'}, 'num_tasks': 3}
-  return manifest, history, length, task
+  return histories.Dataset('synthetic', manifest, history, length, task)
 
 
 def _select(**kw):
-  manifest, history, length, task = _synthetic()
+  dataset = _synthetic()
   args = dict(window_steps=L, validation_tasks=0.0, expert_episodes=0, seed=0)
   args.update(kw)
-  selection = input_pipeline.select_histories(
-    manifest, history, length, task, **args
-  )
-  return history, selection
+  selection = input_pipeline.select_histories(dataset, **args)
+  return dataset.history, selection
 
 
 def _check_window(steps, target, selection, rows):
@@ -78,8 +76,7 @@ def test_device_windows_are_aligned_and_never_mix_histories():
 
 def test_validation_tasks_are_held_out_of_training():
   _, selection = _select(validation_tasks=0.34)
-  manifest, _, _, task = _synthetic()
-  del manifest
+  task = _synthetic().task_index
   train_tasks = set(task[selection.train])
   val_tasks = set(task[selection.validation])
   assert len(val_tasks) == 1 and not train_tasks & val_tasks
@@ -102,14 +99,11 @@ def test_too_short_histories_and_test_split_are_refused():
     _select(window_steps=40)
   with pytest.raises(ValueError, match='expert_episodes=9'):
     _select(expert_episodes=9)
-  manifest, history, length, task = _synthetic()
-  manifest['spec']['split'] = 'test'
+  dataset = _synthetic()
+  dataset.manifest['spec']['split'] = 'test'
   with pytest.raises(ValueError, match='training tasks'):
     input_pipeline.select_histories(
-      manifest,
-      history,
-      length,
-      task,
+      dataset,
       window_steps=L,
       validation_tasks=0,
       expert_episodes=0,

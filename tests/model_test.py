@@ -11,7 +11,7 @@ import optax
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from algdist import model, sequence
+from algdist import attention, model, sequence
 from algdist.agents import base
 
 NUM_ACTIONS = 5
@@ -191,11 +191,11 @@ def test_decode_compiles_once_over_many_steps():
 def _reference_attention(q, k, v, mask):
   """Softmax attention spelled out in float64 numpy."""
   q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
-  logits = np.einsum('bqhk,bshk->bhqs', q, k) / np.sqrt(q.shape[-1])
+  logits = np.einsum('bqmk,bsmk->bmqs', q, k) / np.sqrt(q.shape[-1])
   logits = np.where(mask, logits, -np.inf)
   weights = np.exp(logits - logits.max(-1, keepdims=True))
   weights /= weights.sum(-1, keepdims=True)
-  return np.einsum('bhqs,bshk->bqhk', weights, v)
+  return np.einsum('bmqs,bsmk->bqmk', weights, v)
 
 
 def test_attention_paths_agree_with_a_plain_softmax_reference():
@@ -210,10 +210,10 @@ def test_attention_paths_agree_with_a_plain_softmax_reference():
   masks = {
     'causal': np.tril(np.ones((9, 9), bool)),
     # 9 tokens = 3 steps, more than context_steps=2: a sliding window.
-    'window': np.asarray(model._visible(pos, pos, config)),
+    'window': np.asarray(attention.visible(pos, pos, config)),
   }
   assert not masks['window'][8, 2] and masks['window'][8, 3]
-  attention = model.Attention(config)
+  layer = attention.Attention(config)
   for name, mask in masks.items():
     expected = _reference_attention(q, k, v, mask)
     outputs = {
@@ -222,8 +222,13 @@ def test_attention_paths_agree_with_a_plain_softmax_reference():
       )
       for impl in (None, 'xla')
     }
-    outputs['explicit'] = attention.apply(
-      {}, q, k, v, jnp.asarray(mask), method=model.Attention._explicit_attention
+    outputs['explicit'] = layer.apply(
+      {},
+      q,
+      k,
+      v,
+      jnp.asarray(mask),
+      method=attention.Attention._explicit_attention,
     )
     for impl, out in outputs.items():
       np.testing.assert_allclose(
@@ -314,9 +319,9 @@ def test_params_carry_logical_axis_names_and_only_params_exist():
   )
   assert set(abstract) == {'params'}
   specs = nn.get_partition_spec(abstract)['params']
-  attention = specs['blocks_0']['attention']
-  assert attention['query']['kernel'] == P('embed', 'heads', 'kv')
-  assert attention['out']['kernel'] == P('heads', 'kv', 'embed')
+  attention_specs = specs['blocks_0']['attention']
+  assert attention_specs['query']['kernel'] == P('embed', 'heads', 'kv')
+  assert attention_specs['out']['kernel'] == P('heads', 'kv', 'embed')
   assert specs['blocks_1']['mlp']['up']['kernel'] == P('embed', 'mlp')
   assert specs['head']['kernel'] == P('embed', 'vocab')
   assert specs['embedder']['prev_action']['embedding'] == P('vocab', 'embed')

@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from algdist import agents, envs
-from algdist.agents import base, noise_distillation
+from algdist import agents, envs, rollout
+from algdist.agents import noise_distillation
 
 NUM_TASKS = 8
 # (env, steps per history): 100 Dark Room episodes; 100 to 250 Key-to-Door.
@@ -17,7 +17,7 @@ SETTINGS = [('dark_room', 2000), ('dark_key_to_door', 5000)]
 def _complete_episode_returns(history):
   """Returns of one stream's complete episodes (the last may be cut off)."""
   num = int(np.asarray(history.episode_start).sum())
-  return np.asarray(base.episode_returns(history, num))[:-1]
+  return np.asarray(rollout.stream_episode_returns(history, num))[:-1]
 
 
 @pytest.mark.parametrize(('name', 'num_steps'), SETTINGS)

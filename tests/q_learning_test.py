@@ -6,8 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from algdist import agents, envs
-from algdist.agents import base
+from algdist import agents, envs, rollout
 
 NUM_TASKS, NUM_LEARNERS = 4, 2
 NUM_STEPS = 3000  # 150 Dark Room episodes
@@ -30,7 +29,7 @@ def dark_room():
   )
   state, history = jax.jit(jax.vmap(jax.vmap(train)))(keys, broadcast)
   num_episodes = NUM_STEPS // params.max_steps_in_episode
-  stream_returns = lambda h: base.episode_returns(h, num_episodes)
+  stream_returns = lambda h: rollout.stream_episode_returns(h, num_episodes)
   first_stream = jax.tree.map(lambda x: x[:, :, 0], history)
   returns = jax.vmap(jax.vmap(stream_returns))(first_stream)
   return dict(

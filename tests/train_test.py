@@ -8,7 +8,14 @@ import jax
 import numpy as np
 import pytest
 
-from algdist import histories, sequence, sharding, train
+from algdist import (
+  checkpoints,
+  config_lib,
+  histories,
+  sequence,
+  sharding,
+  train,
+)
 from configs import dark_room
 
 
@@ -35,7 +42,10 @@ def _workdir(tmp_path, dataset, name='run'):
 
 
 def _final_state(config, workdir, method='ad'):
-  _, params = train.restore_params(config, workdir, method)
+  _, params = checkpoints.restore_params(config, workdir, method)
+  # On one device of this process, whatever the training mesh was.
+  for leaf in jax.tree.leaves(params):
+    assert leaf.devices() == {jax.local_devices()[0]}
   return params
 
 
@@ -65,7 +75,7 @@ def test_resume_equals_an_uninterrupted_run_bitwise(
 
 def test_state_is_sharded_as_the_rules_say_and_steps_match_one_device():
   config = _config()
-  cfg, obs = train.model_config(config)
+  cfg, obs = config_lib.model_config(config)
   net = train.model.Transformer(cfg)
   optimizer, schedule = train.make_optimizer(config.train)
   inputs = train.model.example_steps(cfg, obs.shape, obs.dtype)
@@ -123,14 +133,24 @@ def test_a_checkpoint_of_another_model_is_refused(tmp_path, dataset):
   wider = _config(num_steps=8)
   wider.model.d_model = 32
   with pytest.raises(
-    train.CheckpointError,
+    checkpoints.CheckpointError,
     match=r'holds .* of shape \(4, 4\); this config builds \(4, 8\)',
   ):
     train.train_and_evaluate(wider, workdir, progress=False)
   deeper = _config(num_steps=8)
   deeper.model.num_layers = 2
-  with pytest.raises(train.CheckpointError, match='blocks_1'):
+  with pytest.raises(checkpoints.CheckpointError, match='blocks_1'):
     train.train_and_evaluate(deeper, workdir, progress=False)
+  # Evaluation reads only the parameters, and refuses them alike.
+  with pytest.raises(
+    checkpoints.CheckpointError,
+    match=r'holds .* of shape \(4, 4\); this config builds \(4, 8\)',
+  ):
+    checkpoints.restore_params(wider, workdir)
+  with pytest.raises(checkpoints.CheckpointError, match='blocks_1'):
+    checkpoints.restore_params(deeper, workdir)
+  with pytest.raises(checkpoints.CheckpointError, match='No ed checkpoint'):
+    checkpoints.restore_params(config, workdir, 'ed')
 
 
 def test_a_diverging_run_stops_naming_the_update(tmp_path, dataset):
@@ -188,4 +208,4 @@ def test_ed_num_steps_sets_eds_updates_and_scales_its_warmup(tmp_path, dataset):
   peak = config.train.learning_rate
   assert rows[0]['learning_rate'] == pytest.approx(0.375 * peak, rel=0.02)
   assert rows[1]['learning_rate'] == pytest.approx(0.625 * peak, rel=0.02)
-  train.restore_params(config, workdir, 'ed')  # restores with its section
+  checkpoints.restore_params(config, workdir, 'ed')  # restores its own

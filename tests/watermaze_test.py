@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from algdist.envs import watermaze as wm
+from algdist.envs import watermaze_render as render
 
 ENV = wm.Watermaze()
 PARAMS = ENV.default_params
@@ -34,7 +35,7 @@ def chroma(pixel):
 
 
 def nearest_sector(pixel):
-  palette = wm.SECTOR_COLOURS / wm.SECTOR_COLOURS.max(-1, keepdims=True)
+  palette = render.SECTOR_COLOURS / render.SECTOR_COLOURS.max(-1, keepdims=True)
   return int(np.argmin(np.abs(palette - chroma(pixel)).sum(-1)))
 
 
@@ -43,8 +44,8 @@ def is_wall(column):
   floor."""
   column = np.asarray(column)
   return ~(
-    np.all(column == wm.CEILING_COLOUR, -1)
-    | np.all(column == wm.FLOOR_COLOUR, -1)
+    np.all(column == render.CEILING_COLOUR, -1)
+    | np.all(column == render.FLOOR_COLOUR, -1)
   )
 
 
@@ -104,7 +105,7 @@ def test_vmap_over_tasks_equals_loop():
 
 @pytest.mark.parametrize('sector', [0, 3, 5])
 def test_facing_a_sector_shows_its_colour(sector):
-  heading = (sector + 0.5) * 360 / wm.NUM_SECTORS
+  heading = (sector + 0.5) * 360 / render.NUM_SECTORS
   obs = np.asarray(ENV.get_obs(make_state(0.0, 0.0, heading), PARAMS))
   centre = obs[36, 44:52]  # horizon row, centre columns
   assert is_wall(centre).all()
@@ -282,14 +283,16 @@ def test_validate_names_the_bad_field(overrides, field):
 
 def test_top_down_render():
   state = make_state(-0.3, 0.2, 40.0)
-  a = wm.render_top_down(state, with_platform(0.5, 0.1))
-  b = wm.render_top_down(state, with_platform(-0.4, -0.5))
+  a = render.render_top_down(state, with_platform(0.5, 0.1))
+  b = render.render_top_down(state, with_platform(-0.4, -0.5))
   chex.assert_shape(a, (96, 96, 3))
   chex.assert_type(a, jnp.uint8)
   assert not np.array_equal(a, b)
-  moved = wm.render_top_down(make_state(0.3, -0.2, 40.0), with_platform(0.5, 0))
+  moved = render.render_top_down(
+    make_state(0.3, -0.2, 40.0), with_platform(0.5, 0)
+  )
   assert not np.array_equal(a, moved)
-  chex.assert_shape(wm.render_top_down(state, PARAMS, size=40), (40, 40, 3))
+  chex.assert_shape(render.render_top_down(state, PARAMS, size=40), (40, 40, 3))
 
 
 def test_save_example_frames(tmp_path):

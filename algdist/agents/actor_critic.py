@@ -1,13 +1,13 @@
-"""PPO and A2C: on-policy actor-critic learners with A actors per learner.
+"""PPO and A2C: on-policy actor-critic learners with H actors per learner.
 
 The paper's source for the Dark tasks is A3C with 100 actors; A2C is its
 synchronous form, and here it is the same code as PPO with one epoch over one
 minibatch (the clipped objective then equals the policy gradient, since the
 probability ratio is exactly 1). Every update collects `rollout_len` steps
-from each of the learner's A actors, which share its parameters; each actor's
+from each of the learner's H actors, which share its parameters; each actor's
 steps form one stream of the history.
 
-Letters: U updates, R rollout steps, A actors, O observation shape.
+Shape letters: see the glossary in algdist/__init__.py.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ class LearnerState:
   opt_state: optax.OptState
 
 
-def gae(reward_RxA, value_RxA, done_RxA, last_value_A, discount, lam):
+def gae(reward_TxH, value_TxH, done_TxH, last_value_H, discount, lam):
   """Generalised advantages and value targets, computed backwards in time."""
 
   def _backward_step(next_adv_value, step):
@@ -134,13 +134,13 @@ def gae(reward_RxA, value_RxA, done_RxA, last_value_A, discount, lam):
     adv = delta + discount * lam * nonterminal * next_adv
     return (adv, value), adv
 
-  _, adv_RxA = jax.lax.scan(
+  _, adv_TxH = jax.lax.scan(
     _backward_step,
-    (jnp.zeros_like(last_value_A), last_value_A),
-    (reward_RxA, value_RxA, done_RxA),
+    (jnp.zeros_like(last_value_H), last_value_H),
+    (reward_TxH, value_TxH, done_TxH),
     reverse=True,
   )
-  return adv_RxA, adv_RxA + value_RxA
+  return adv_TxH, adv_TxH + value_TxH
 
 
 def make_train(config: Config, env):
@@ -224,7 +224,7 @@ def make_train(config: Config, env):
       state, actors, ep_ret = carry
       key_roll, key_epochs = jax.random.split(key)
       keys = jax.random.split(key_roll, config.rollout_len)
-      (actors, ep_ret), (steps, ep_ret_RxA, logp, value) = jax.lax.scan(
+      (actors, ep_ret), (steps, ep_ret_TxH, logp, value) = jax.lax.scan(
         lambda a, k: _env_step(a, (k, state.params)), (actors, ep_ret), keys
       )
       _, last_value = policy(state.params, actors.obs, ep_ret)
@@ -239,7 +239,7 @@ def make_train(config: Config, env):
       flat = lambda x: x.reshape((batch,) + x.shape[2:])
       data = dict(
         obs=flat(steps.obs),
-        ep_return=flat(ep_ret_RxA),
+        ep_return=flat(ep_ret_TxH),
         action=flat(steps.action),
         logp=flat(logp),
         adv=flat(adv),
@@ -253,14 +253,14 @@ def make_train(config: Config, env):
       return (state, actors, ep_ret), steps.history()
 
     state = LearnerState(params, tx.init(params))
-    (state, _, _), history_UxRxA = jax.lax.scan(
+    (state, _, _), history_UxTxH = jax.lax.scan(
       _update_step,
       (state, actors, ep_return),
       jax.random.split(key_run, config.num_updates),
     )
     # [U, R, A, ...] -> [A, U * R, ...]: one stream per actor, in time order.
     history = jax.tree.map(
-      lambda x: x.reshape((-1,) + x.shape[2:]), history_UxRxA
+      lambda x: x.reshape((-1,) + x.shape[2:]), history_UxTxH
     )
     return state, base.stream_major(history)
 

@@ -2,8 +2,8 @@
 
 Built for the Adversarial Bandit, where every pull is an episode, but any env
 with discrete actions and rewards in [0, 1] works: each step is one pull of
-the arm named by the action. A learner's A actors pull in parallel and share
-one set of arm statistics, updated with all A rewards after every step.
+the arm named by the action. A learner's H actors pull in parallel and share
+one set of arm statistics, updated with all H rewards after every step.
 
 - `ucb`: UCB1 (Auer et al. 2002). Pull an arm never pulled, else the arm
   maximising mean + c * sqrt(2 ln t / n), with t the learner's pulls so far
@@ -53,8 +53,8 @@ CONFIGS = {
 class ArmStats:
   """What a bandit learner knows: per-arm pull counts and reward sums."""
 
-  pulls: jax.Array  # [K] float32: times each arm was pulled
-  reward_sums: jax.Array  # [K] float32: total reward each arm paid
+  pulls: jax.Array  # [A] float32: times each arm was pulled
+  reward_sums: jax.Array  # [A] float32: total reward each arm paid
 
 
 def validate(config: Config) -> None:

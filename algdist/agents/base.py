@@ -4,10 +4,11 @@ A source algorithm is a factory `make_train(config, env) -> train` with
 `train(key, task_params) -> (final_state, history)`: one learner's whole
 learning run on one task, a `lax.scan`, so that
 `jax.jit(jax.vmap(jax.vmap(train)))` runs tasks x learners in one call.
-A learner has A actors (A3C-style) that share its parameters; each actor's
+A learner has H actors (A3C-style) that share its parameters; each actor's
 steps, in order, form one stream of the `History` it returns.
 
-Letters: A actors, T steps per stream, O observation shape.
+Shape letters: see the glossary in algdist/__init__.py. A learner's
+H actors each write one history of T steps.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from flax import struct
 
 @struct.dataclass
 class History:
-  """What a learner did while learning; leaves are [..., A, T, ...]."""
+  """What a learner did while learning; leaves are [..., H, T, ...]."""
 
   obs: jax.Array  # [..., T, *O] the observation the action was taken on
   action: jax.Array  # [..., T] int32
@@ -34,23 +35,23 @@ class History:
 
 @struct.dataclass
 class Actors:
-  """A environments stepped together, each with its own task copy."""
+  """H environments stepped together, each with its own task copy."""
 
-  env_state: object  # the env's state pytree, leaves [A, ...]
-  obs: jax.Array  # [A, *O] the observation to act on next
-  episode_start: jax.Array  # [A] bool: `obs` is an episode's first
+  env_state: object  # the env's state pytree, leaves [H, ...]
+  obs: jax.Array  # [H, *O] the observation to act on next
+  episode_start: jax.Array  # [H] bool: `obs` is an episode's first
 
 
 @struct.dataclass
 class Step:
-  """One step of A actors, with what learners need beyond the history."""
+  """One step of H actors, with what learners need beyond the history."""
 
-  obs: jax.Array  # [A, *O]
-  action: jax.Array  # [A] int32
-  reward: jax.Array  # [A] float32
-  episode_start: jax.Array  # [A] bool
-  done: jax.Array  # [A] bool: the episode ended with this step
-  next_obs: jax.Array  # [A, *O] after auto-reset when done
+  obs: jax.Array  # [H, *O]
+  action: jax.Array  # [H] int32
+  reward: jax.Array  # [H] float32
+  episode_start: jax.Array  # [H] bool
+  done: jax.Array  # [H] bool: the episode ended with this step
+  next_obs: jax.Array  # [H, *O] after auto-reset when done
 
   def history(self) -> History:
     return History(
@@ -75,6 +76,8 @@ def reset_actors(env, params, key: jax.Array, num_actors: int) -> Actors:
 def step_actors(env, params, key: jax.Array, actors: Actors, action):
   """Steps every actor once; gymnax auto-resets finished episodes.
 
+  Separate from algdist.rollout's scan, where a policy acts inside one env.
+
   `done` is terminated or truncated: every task here is episodic with a fixed
   horizon that ends the return, so learners treat both as terminal.
   """
@@ -95,11 +98,5 @@ def step_actors(env, params, key: jax.Array, actors: Actors, action):
 
 
 def stream_major(history: History) -> History:
-  """[T, A, ...] as scans stack it -> [A, T, ...], one stream per actor."""
+  """[T, H, ...] as scans stack it -> [H, T, ...], one stream per actor."""
   return jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), history)
-
-
-def episode_returns(history: History, num_episodes: int) -> jax.Array:
-  """Return of each of the first `num_episodes` episodes of one stream [T]."""
-  episode = jnp.cumsum(history.episode_start) - 1
-  return jax.ops.segment_sum(history.reward, episode, num_episodes)

@@ -96,11 +96,11 @@ IMITATE = ('taken', 'planned')
 
 @struct.dataclass
 class Memory:
-  """What one actor knows, per stage k of an episode (K stages)."""
+  """What one actor knows, per stage k of an episode."""
 
-  visited: jax.Array  # [K, size, size] bool, [k, x, y]: entered in stage k
-  known: jax.Array  # [K] bool: a step of stage k has paid
-  target: jax.Array  # [K, 2] int32: the cell that paid in stage k
+  visited: jax.Array  # [stages, G, G] bool, [k, x, y]: entered in stage k
+  known: jax.Array  # [stages] bool: a step of stage k has paid
+  target: jax.Array  # [stages, 2] int32: the cell that paid in stage k
   stage: jax.Array  # () int32: the current episode's stage
   frame: jax.Array  # () int32: the grid symmetry its search order is read in
   step: jax.Array  # () int32: steps taken in the current episode
@@ -157,12 +157,12 @@ def empty_memory(stages: int, size: int, frame=0, horizon: int = 1) -> Memory:
   )
 
 
-def _first_unvisited(pos, visited, rank_SxS) -> jax.Array:
+def _first_unvisited(pos, visited, rank_GxG) -> jax.Array:
   """The (x, y) of the unvisited cell of lowest `rank` (unique ranks);
   `pos` itself when every cell is visited."""
   size = visited.shape[0]
-  rank_SxS = jnp.where(visited, jnp.iinfo(jnp.int32).max, rank_SxS)
-  index = jnp.argmin(rank_SxS.reshape(-1))  # first minimum: lowest index
+  rank_GxG = jnp.where(visited, jnp.iinfo(jnp.int32).max, rank_GxG)
+  index = jnp.argmin(rank_GxG.reshape(-1))  # first minimum: lowest index
   cell = jnp.stack([index // size, index % size]).astype(jnp.int32)
   return jnp.where(visited.all(), pos, cell)
 

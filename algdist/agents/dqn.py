@@ -1,18 +1,18 @@
 """DQN: the paper's source algorithm for Watermaze (distributed, 16 actors).
 
 One learner owns a Q-network, a target network and a replay buffer on the
-device; its A actors act epsilon-greedily with the learner's current Q-network
+device; its H actors act epsilon-greedily with the learner's current Q-network
 and, after every `train_every` env steps each, the learner takes one Adam step
 on a uniform minibatch from the buffer (Huber loss on n-step targets, double
 DQN optional). Each actor's steps form one stream of the history.
 
-The buffer keeps one frame per transition: slot s holds the A observations
+The buffer keeps one frame per transition: slot s holds the H observations
 acted on at one env step, so the next observation of slot s is slot s + 1's
 (after a `done` the env has auto-reset, but the target then does not
 bootstrap, so that is harmless). This halves replay memory for pixels.
 
-Letters: I iterations, K env steps per iteration, A actors, S buffer slots,
-B minibatch, N actions, O observation shape.
+Shape letters: see the glossary in algdist/__init__.py (H actors, T env
+steps of one iteration, B minibatch).
 """
 
 from __future__ import annotations
@@ -88,16 +88,17 @@ def _flat_normal(scale: float):
   return init
 
 
-def patchify(x_BxHxWxC: jax.Array, k: int) -> jax.Array:
-  """[B, H, W, C] -> [B, H/k, W/k, k*k*C]: non-overlapping k x k patches.
+def patchify(x_BxO: jax.Array, k: int) -> jax.Array:
+  """[B, height, width, C] -> [B, height/k, width/k, k*k*C]: non-overlapping
+  k x k patches.
 
   Rows and columns that do not fill a whole patch are dropped; k shrinks to
   fit images smaller than one patch.
   """
-  b, h, w, c = x_BxHxWxC.shape
+  b, h, w, c = x_BxO.shape
   k = min(k, h, w)
   h, w = h // k, w // k
-  x = x_BxHxWxC[:, : h * k, : w * k].reshape(b, h, k, w, k, c)
+  x = x_BxO[:, : h * k, : w * k].reshape(b, h, k, w, k, c)
   return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, h, w, k * k * c)
 
 
@@ -133,20 +134,20 @@ class QNetwork(nn.Module):
 
 @struct.dataclass
 class Replay:
-  """Ring buffer of the last S env steps of all A actors, time-major."""
+  """Ring buffer of the last `slots` env steps of all H actors, time-major."""
 
-  obs: jax.Array  # [S, A, *O] in the env's dtype: the observation acted on
-  action: jax.Array  # [S, A] int32
-  reward: jax.Array  # [S, A] float32
-  done: jax.Array  # [S, A] bool: the episode ended with this step
+  obs: jax.Array  # [slots, H, *O] in the env's dtype: the observation acted on
+  action: jax.Array  # [slots, H] int32
+  reward: jax.Array  # [slots, H] float32
+  done: jax.Array  # [slots, H] bool: the episode ended with this step
   ptr: jax.Array  # () int32: the slot written next
   size: jax.Array  # () int32: slots written so far, at most S
 
   @classmethod
-  def empty(cls, slots: int, obs_A: jax.Array) -> Replay:
-    num_actors = obs_A.shape[0]
+  def empty(cls, slots: int, obs_H: jax.Array) -> Replay:
+    num_actors = obs_H.shape[0]
     return cls(
-      obs=jnp.zeros((slots,) + obs_A.shape, obs_A.dtype),
+      obs=jnp.zeros((slots,) + obs_H.shape, obs_H.dtype),
       action=jnp.zeros((slots, num_actors), jnp.int32),
       reward=jnp.zeros((slots, num_actors), jnp.float32),
       done=jnp.zeros((slots, num_actors), bool),
@@ -328,10 +329,10 @@ def make_train(config: Config, env):
 
     def _env_step(carry, step_inputs):
       actors, replay, history, params = carry
-      t, u_2xA, key_env = step_inputs
+      t, u_2xH, key_env = step_inputs
       greedy = jnp.argmax(q_values(params, actors.obs), -1)
-      explore = u_2xA[0] < epsilon(t)
-      action = jnp.where(explore, _uniform_int(u_2xA[1], num_actions), greedy)
+      explore = u_2xH[0] < epsilon(t)
+      action = jnp.where(explore, _uniform_int(u_2xH[1], num_actions), greedy)
       actors, step = base.step_actors(env, task, key_env, actors, action)
       # Written in place at [:, t]: stacking scan outputs [T, A] and then
       # transposing them to streams copies the history twice.
@@ -346,15 +347,15 @@ def make_train(config: Config, env):
       state, history = carry
       i, key = i_and_key
       key_explore, key_env, key_learn = jax.random.split(key, 3)
-      t_K = i * every + jnp.arange(every)
+      t_T = i * every + jnp.arange(every)
       # The K steps' exploration draws at once, outside the inner loop, and
       # flat: XLA:CPU compiles a draw of rank > 1 much more slowly.
-      u_Kx2xA = jax.random.uniform(key_explore, (every * 2 * num_actors,))
-      u_Kx2xA = u_Kx2xA.reshape(every, 2, num_actors)
+      u_Tx2xH = jax.random.uniform(key_explore, (every * 2 * num_actors,))
+      u_Tx2xH = u_Tx2xH.reshape(every, 2, num_actors)
       (actors, replay, history, _), _ = jax.lax.scan(
         _env_step,
         (state.actors, state.replay, history, state.params),
-        (t_K, u_Kx2xA, jax.random.split(key_env, every)),
+        (t_T, u_Tx2xH, jax.random.split(key_env, every)),
       )
       # `i` comes from the scan's xs, so it is the same for every learner
       # under vmap and the cond stays a branch instead of running both

@@ -6,7 +6,7 @@ must be the whole state for this to be sound. Epsilon-greedy with epsilon
 falling linearly over the history; greedy ties are broken at random, so an
 untrained table acts uniformly at random rather than always taking action 0.
 
-A learner's A actors act on one shared table and update it after every step,
+A learner's H actors act on one shared table and update it after every step,
 one actor after another (each update sees the ones before it). Truncation is
 treated as terminal, as everywhere in `algdist.agents`.
 """
@@ -55,7 +55,7 @@ CONFIGS = {'q_learning': Config()}
 class QState:
   """What a Q-learner knows."""
 
-  q: jax.Array  # [S, num_actions] float32: one row per observation
+  q: jax.Array  # [observations, A] float32: one row per observation
   epsilon: jax.Array  # () float32: the last step's exploration probability
 
 
@@ -167,7 +167,7 @@ def make_train(config: Config, env):
       key_explore, key_random, key_tie, key_env = jax.random.split(key_t, 4)
       epsilon = epsilon_at(config, t)
       row = row_of(actors.obs)
-      values = q[row]  # [A, num_actions]
+      values = q[row]  # [H, A]
       # Uniform picks among each actor's greedy actions.
       noise = jax.random.uniform(key_tie, values.shape)
       is_max = values == values.max(-1, keepdims=True)

@@ -12,7 +12,12 @@ static (`pytree_node=False`). On top of gymnax, a family provides:
 - `optimal_return(params)`: the optimal expected return of one episode of one
   task, where it is known in closed form;
 - `optimal_action(state, params)`: an optimal policy, where one is known (the
-  demonstrator of noise distillation and the oracle of evaluation tests).
+  demonstrator of noise distillation and the oracle of evaluation tests);
+- optional report hooks, None unless a family has one: `render_top_down` (a
+  map beside the agent's view in rollout GIFs) and `plot_learning_curve`
+  (the source's learning in the family's own terms).
+
+Rollouts of a policy in any env are `algdist.rollout.make_policy_rollout`.
 """
 
 from __future__ import annotations
@@ -45,6 +50,14 @@ class TaskFamily(environment.Environment):
   def optimal_action(self, state, params) -> jax.Array:
     """An action of an optimal policy in `state`."""
     raise NotImplementedError(f'{self.name} has no known optimal policy.')
+
+  # `render_top_down(state, params) -> (S, S, 3) uint8`: a map for people,
+  # drawn beside the agent's view in rollout GIFs (report.write_rollout_gif).
+  render_top_down = None
+  # `plot_learning_curve(history [H, T], length [H], tasks, task_index [H],
+  # title, path) -> summary dict`: plots the source's learning to `path`
+  # instead of return per episode (histories.generate_and_report).
+  plot_learning_curve = None
 
 
 def check_split(split: str) -> None:
@@ -95,34 +108,3 @@ def choose_ids(ids: np.ndarray, num: int | None, seed: int) -> np.ndarray:
 def batch_replace(params, **leaves):
   """`params` with task leaves replaced by batched arrays (leading dim N)."""
   return params.replace(**{k: jnp.asarray(v) for k, v in leaves.items()})
-
-
-def rollout(env, policy, key: jax.Array, params, num_steps: int):
-  """Runs `policy(key, obs, state, params) -> action` for `num_steps` steps.
-
-  One `lax.scan` with gymnax's auto-reset; returns a dict of arrays with a
-  leading time axis T: obs (the observation acted on), action, reward,
-  terminated, truncated. Pure: jit and vmap it from outside.
-  """
-  key_reset, key_scan = jax.random.split(key)
-  obs, state = env.reset(key_reset, params)
-
-  def _env_step(carry, key_t):
-    obs, state = carry
-    key_act, key_env = jax.random.split(key_t)
-    action = policy(key_act, obs, state, params)
-    next_obs, state, reward, terminated, truncated, _ = env.step(
-      key_env, state, action, params
-    )
-    out = dict(
-      obs=obs,
-      action=action,
-      reward=reward,
-      terminated=terminated,
-      truncated=truncated,
-    )
-    return (next_obs, state), out
-
-  keys = jax.random.split(key_scan, num_steps)
-  _, traj = jax.lax.scan(_env_step, (obs, state), keys)
-  return traj

@@ -1,0 +1,168 @@
+"""Orbax checkpoints of training: save, restore to resume, restore params.
+
+A checkpoint of update s, in WORKDIR/checkpoints/<method>/s, holds the
+TrainState ('state': parameters, optimizer state, step, RNG key bits) and
+'meta' ({'data_position', 'method'}). The data position needs no restoring:
+it is the step (see input_pipeline). A checkpoint written by another model
+is refused with a CheckpointError naming the first array that differs,
+before orbax reads anything.
+"""
+
+from __future__ import annotations
+
+import os
+
+import flax.linen as nn
+import jax
+import orbax.checkpoint as ocp
+
+from algdist import config_lib, model
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint that does not fit this run."""
+
+
+def directory(workdir: str, method: str) -> str:
+  """Where the checkpoints of `method` live in `workdir`."""
+  return os.path.join(workdir, 'checkpoints', method)
+
+
+def make_manager(path: str, keep: int) -> ocp.CheckpointManager:
+  """The manager of training: keeps the newest `keep` checkpoints."""
+  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+  handlers = {
+    'state': ocp.StandardCheckpointHandler(),
+    'meta': ocp.JsonCheckpointHandler(),
+  }
+  return ocp.CheckpointManager(
+    os.path.abspath(path), options=options, item_handlers=handlers
+  )
+
+
+def save(manager, step: int, state, method: str) -> None:
+  """Saves `state` as checkpoint `step` (asynchronously)."""
+  manager.save(
+    step,
+    args=ocp.args.Composite(
+      state=ocp.args.StandardSave(state),
+      meta=ocp.args.JsonSave({'data_position': step, 'method': method}),
+    ),
+  )
+
+
+def _path(path) -> str:
+  """A tree path as 'a/b/0', the same for a dataclass and its saved dict."""
+  parts = []
+  for k in path:
+    for attr in ('name', 'key', 'idx'):
+      if hasattr(k, attr):
+        parts.append(str(getattr(k, attr)))
+        break
+  return '/'.join(parts)
+
+
+def _check_shapes(saved, abstract, step: int, path: str) -> None:
+  """Raises CheckpointError naming the first array whose shape differs
+  between the `saved` metadata tree and `abstract`."""
+  have = {
+    _path(p): tuple(m.shape)
+    for p, m in jax.tree_util.tree_flatten_with_path(saved)[0]
+  }
+  fix = (
+    f'It was written by another model: use the config it was trained with, '
+    f'another --workdir, or delete {path} to train from scratch.'
+  )
+  for leaf_path, leaf in jax.tree_util.tree_flatten_with_path(abstract)[0]:
+    name = _path(leaf_path)
+    if name not in have:
+      raise CheckpointError(
+        f'The checkpoint in {path} (update {step}) has no {name}. {fix}'
+      )
+    if have[name] != tuple(leaf.shape):
+      raise CheckpointError(
+        f'The checkpoint in {path} (update {step}) holds {name} of '
+        f'shape {have[name]}; this config builds {tuple(leaf.shape)}. {fix}'
+      )
+  extra = sorted(
+    set(have)
+    - {_path(p) for p, _ in jax.tree_util.tree_flatten_with_path(abstract)[0]}
+  )
+  if extra:
+    raise CheckpointError(
+      f'The checkpoint in {path} (update {step}) holds {extra[0]}, '
+      f'which this config does not build. {fix}'
+    )
+
+
+def restore_state(manager, step: int, abstract, path: str):
+  """The TrainState of checkpoint `step`, laid out as `abstract` says."""
+  _check_shapes(manager.item_metadata(step)['state'], abstract, step, path)
+  restored = manager.restore(
+    step,
+    args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
+    ),
+  )
+  return restored['state']
+
+
+def restore_params(config, workdir: str, method: str = 'ad'):
+  """`(ModelConfig, params)` of the newest `method` checkpoint in `workdir`,
+  on one local device of this process (evaluation replicates them).
+
+  Only the parameters are read: no optimizer, mesh or training layout is
+  built, and the optimizer state stays on disk.
+  """
+  cfg, obs = config_lib.model_config(config)
+  net = model.Transformer(cfg)
+  inputs = model.example_steps(cfg, obs.shape, obs.dtype)
+  shapes = jax.eval_shape(
+    lambda key: nn.meta.unbox(net.init(key, inputs, deterministic=True)),
+    jax.random.key(0),
+  )['params']
+  # A local device, not jax.devices()[0]: on a multi-host run that one
+  # belongs to process 0 and other processes cannot write to it.
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  abstract = {
+    'params': jax.tree.map(
+      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
+      shapes,
+    )
+  }
+  path = directory(workdir, method)
+  missing = CheckpointError(
+    f'No {method} checkpoint in {path}; run --mode train first.'
+  )
+  if not os.path.isdir(path):
+    raise missing
+  # A PyTree handler (the format StandardCheckpointHandler writes) restores
+  # a subtree: with `transforms={}` the leaves `abstract` lacks are skipped.
+  manager = ocp.CheckpointManager(
+    os.path.abspath(path),
+    options=ocp.CheckpointManagerOptions(create=False),
+    item_handlers={
+      'state': ocp.PyTreeCheckpointHandler(),
+      'meta': ocp.JsonCheckpointHandler(),
+    },
+  )
+  try:
+    step = manager.latest_step()
+    if step is None:
+      raise missing
+    saved = manager.item_metadata(step)['state']
+    _check_shapes({'params': saved['params']}, abstract, step, path)
+    restored = manager.restore(
+      step,
+      args=ocp.args.Composite(
+        state=ocp.args.PyTreeRestore(
+          item=abstract,
+          restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+          transforms={},
+        ),
+        meta=ocp.args.JsonRestore(),
+      ),
+    )
+    return cfg, restored['state']['params']
+  finally:
+    manager.close()
