@@ -29,7 +29,7 @@ def _index(tree, i):
 
 @pytest.fixture(scope='module', params=sorted(LEARN))
 def learned(request):
-  """Per-stream episode returns [N, A, E] of learners on sampled goals."""
+  """Per-stream episode returns [N, H, E] of learners on sampled goals."""
   name = request.param
   env, params = envs.make('dark_room')
   config, make_train = agents.get(name, **LEARN[name])
@@ -47,6 +47,7 @@ def learned(request):
   )
 
 
+@pytest.mark.slow  # learning check
 def test_learns_dark_room_goals_from_random_to_optimal(learned):
   fraction = learned['returns'] / learned['optimal'][:, None, None]
   first = fraction[..., 0].mean(-1)  # per goal, over its actors

@@ -30,6 +30,7 @@ def _histories(name, num_steps, num_tasks=None, **settings):
   return env, tasks, memory, history
 
 
+@pytest.mark.slow  # learning check
 def test_finds_every_hard_goal_then_reaches_it_every_episode():
   env, tasks, memory, history = _histories('dark_room_hard', 600)
   np.testing.assert_array_equal(memory.known, True)
@@ -58,6 +59,7 @@ def test_search_is_the_same_on_every_task_until_the_goal_pays():
   np.testing.assert_array_equal(obs[near, : t + 1], obs[far, : t + 1])
 
 
+@pytest.mark.slow  # learning check
 def test_dark_room_episodes_are_optimal_once_the_goal_is_found():
   env, tasks, _, history = _histories('dark_room', 400)
   optimal = np.asarray(env.optimal_return(tasks))
@@ -67,6 +69,7 @@ def test_dark_room_episodes_are_optimal_once_the_goal_is_found():
     np.testing.assert_array_equal(returns[6:], optimal[i])
 
 
+@pytest.mark.slow  # learning check
 @pytest.mark.parametrize('order', coverage.ORDERS)
 def test_key_to_door_finds_key_then_door_then_takes_both_every_episode(order):
   env, tasks, memory, history = _histories(
@@ -132,6 +135,7 @@ def test_frames_are_the_eight_symmetries_of_the_grid():
   np.testing.assert_array_equal(fy, y)
 
 
+@pytest.mark.slow  # learning check
 def test_actors_in_other_frames_search_in_other_orders_and_all_find():
   env, tasks, memory, history = _histories(
     'dark_room_hard', 600, num_tasks=3, num_actors=8, frames=8

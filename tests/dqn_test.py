@@ -61,6 +61,7 @@ def test_registry_serves_dqn():
   assert make_train is dqn.make_train
 
 
+@pytest.mark.slow  # learning check
 def test_learns_a_nearby_goal():
   env, params = envs.make('dark_room', **SMALL_TASK)
   optimal = float(env.optimal_return(params))

@@ -281,6 +281,7 @@ def test_summary_reports_regret_and_the_first_episode_at_80pct():
   assert 'cumulative_regret' not in evaluate._summarise(returns, None)
 
 
+@pytest.mark.slow  # learning check
 def test_rl_baseline_learns_from_scratch_beside_a_demonstrator_source(
   tmp_path,
 ):

@@ -202,6 +202,7 @@ def test_subsampling_keeps_every_kth_episode():
   np.testing.assert_array_equal(np.flatnonzero(packed.episode_start), [0, 3])
 
 
+@pytest.mark.slow  # a CLI subprocess, killed
 def test_killed_generation_resumes_to_the_identical_dataset(tmp_path):
   """A subprocess killed after its first shard, rerun, equals a clean run."""
   overrides = [

@@ -32,6 +32,7 @@ def test_a_workdir_of_another_config_is_refused_and_eval_changes_allowed(
     assert json.load(f)['train']['num_steps'] == 20
 
 
+@pytest.mark.slow  # CLI subprocesses
 @pytest.mark.parametrize(
   'override, says',
   [
@@ -64,6 +65,7 @@ def test_a_bad_override_is_one_clear_line_and_nothing_runs(
   assert not workdir.exists()
 
 
+@pytest.mark.slow  # a CLI subprocess
 def test_a_source_setting_the_config_file_leaves_alone_can_be_overridden(
   tmp_path,
 ):

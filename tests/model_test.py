@@ -349,6 +349,7 @@ def test_flops_per_token_follows_the_documented_formula():
   assert model.flops_per_token(conv, (72, 96, 3)) > 6 * 72 * 96 * 3 * 16
 
 
+@pytest.mark.slow  # learning check
 def test_memorises_a_tiny_dataset():
   """4 random sequences of 16 steps, learnt to > 95% in 200 Adam steps."""
   config = dataclasses.replace(TINY, context_steps=16)

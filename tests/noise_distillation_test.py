@@ -20,6 +20,7 @@ def _complete_episode_returns(history):
   return np.asarray(rollout.stream_episode_returns(history, num))[:-1]
 
 
+@pytest.mark.slow  # learning check
 @pytest.mark.parametrize(('name', 'num_steps'), SETTINGS)
 def test_histories_rise_from_random_to_optimal(name, num_steps):
   env, params = envs.make(name)

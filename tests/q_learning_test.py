@@ -44,6 +44,7 @@ def dark_room():
   )
 
 
+@pytest.mark.slow  # learning check
 def test_learns_dark_room_from_random_to_optimal(dark_room):
   returns, optimal = dark_room['returns'], dark_room['optimal']
   first = returns[..., :5].mean(-1) / optimal

@@ -49,7 +49,11 @@ def _final_state(config, workdir, method='ad'):
   return params
 
 
-@pytest.mark.parametrize('placement', ['device', 'stream'])
+@pytest.mark.parametrize(
+  'placement',
+  # The streamed loader's own resume is in input_pipeline_test.
+  ['device', pytest.param('stream', marks=pytest.mark.slow)],
+)
 def test_resume_equals_an_uninterrupted_run_bitwise(
   tmp_path, dataset, placement
 ):
