@@ -1,7 +1,7 @@
 """algdist: Algorithm Distillation in JAX.
 
 Shape letters. Arrays are named with their shapes where it helps
-(`obs_HxTxO`, `logits_BxSxA`); every module uses these letters and no other
+(`obs_HxTxO`, `logits_BxLxA`); every module uses these letters and no other
 meanings, so `H` or `S` means the same thing wherever a newcomer meets it.
 
   A  actions (a bandit's arms are its actions)

@@ -28,9 +28,12 @@ def directory(workdir: str, method: str) -> str:
   return os.path.join(workdir, 'checkpoints', method)
 
 
-def make_manager(path: str, keep: int) -> ocp.CheckpointManager:
-  """The manager of training: keeps the newest `keep` checkpoints."""
-  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+def make_manager(
+  path: str, keep: int | None, create: bool = True
+) -> ocp.CheckpointManager:
+  """The manager of training: keeps the newest `keep` checkpoints (None:
+  all, for a reader that must delete nothing)."""
+  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create)
   handlers = {
     'state': ocp.StandardCheckpointHandler(),
     'meta': ocp.JsonCheckpointHandler(),
@@ -111,8 +114,8 @@ def restore_params(config, workdir: str, method: str = 'ad'):
   """`(ModelConfig, params)` of the newest `method` checkpoint in `workdir`,
   on one local device of this process (evaluation replicates them).
 
-  Only the parameters are read: no optimizer, mesh or training layout is
-  built, and the optimizer state stays on disk.
+  No optimizer, mesh or training layout is built: the checkpoint is read as
+  its own metadata describes it, and only its parameters are kept.
   """
   cfg, obs = config_lib.model_config(config)
   net = model.Transformer(cfg)
@@ -136,30 +139,23 @@ def restore_params(config, workdir: str, method: str = 'ad'):
   )
   if not os.path.isdir(path):
     raise missing
-  # A PyTree handler (the format StandardCheckpointHandler writes) restores
-  # a subtree: with `transforms={}` the leaves `abstract` lacks are skipped.
-  manager = ocp.CheckpointManager(
-    os.path.abspath(path),
-    options=ocp.CheckpointManagerOptions(create=False),
-    item_handlers={
-      'state': ocp.PyTreeCheckpointHandler(),
-      'meta': ocp.JsonCheckpointHandler(),
-    },
-  )
+  manager = make_manager(path, keep=None, create=False)
   try:
     step = manager.latest_step()
     if step is None:
       raise missing
     saved = manager.item_metadata(step)['state']
     _check_shapes({'params': saved['params']}, abstract, step, path)
+    # The saved tree is read as its own metadata describes it (the optimizer
+    # state as plain arrays): no optimizer is built, and the parameters land
+    # on `device` in the layout the model expects.
+    on_device = lambda m: jax.ShapeDtypeStruct(
+      m.shape, m.dtype, sharding=device
+    )
     restored = manager.restore(
       step,
       args=ocp.args.Composite(
-        state=ocp.args.PyTreeRestore(
-          item=abstract,
-          restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
-          transforms={},
-        ),
+        state=ocp.args.StandardRestore(jax.tree.map(on_device, saved)),
         meta=ocp.args.JsonRestore(),
       ),
     )
