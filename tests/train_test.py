@@ -6,6 +6,7 @@ import os
 import chex
 import jax
 import numpy as np
+import optax
 import pytest
 
 from algdist import (
@@ -182,7 +183,9 @@ def test_metrics_and_validation_are_logged(tmp_path, dataset):
   assert os.listdir(os.path.join(workdir, 'metrics', 'tensorboard', 'train_ad'))
 
 
-def test_expert_distillation_trains_with_the_same_code(tmp_path, dataset):
+def test_expert_distillation_trains_with_the_same_code(
+  tmp_path, dataset, monkeypatch
+):
   workdir = _workdir(tmp_path, dataset)
   config = _config()
   summary = train.train_and_evaluate(config, workdir, 'ed', progress=False)
@@ -190,6 +193,16 @@ def test_expert_distillation_trains_with_the_same_code(tmp_path, dataset):
   assert os.path.isdir(os.path.join(workdir, 'checkpoints', 'ed'))
   with pytest.raises(ValueError, match='Unknown method'):
     train.train_and_evaluate(_config(), workdir, 'rl2', progress=False)
+
+  # Evaluation's restore builds no optimizer: building one now fails.
+  def no_optimizer(*args, **kwargs):
+    raise AssertionError('restore_params built an optimizer')
+
+  monkeypatch.setattr(train, 'make_optimizer', no_optimizer)
+  monkeypatch.setattr(optax, 'adamw', no_optimizer)
+  params = _final_state(config, workdir, 'ed')
+  chex.assert_tree_all_finite(params)
+  assert sum(x.size for x in jax.tree.leaves(params)) == summary['num_params']
 
 
 def test_ed_num_steps_sets_eds_updates_and_scales_its_warmup(tmp_path, dataset):
