@@ -323,13 +323,18 @@ def make_pipeline(
   num_actions, batch_size = model_config.num_actions, config.train.batch_size
   shard = lambda x: sharding.batch_sharding(mesh, rules, x.ndim)
   if _on_device(config, history, selection.train):
-    data = device_data(history, selection.train, selection, num_actions, window)
+    train_data = device_data(
+      history, selection.train, selection, num_actions, window
+    )
     data_key = jax.random.fold_in(jax.random.key(config.train.seed), 1)
 
+    # Every name `sample` reads is bound once: jit traces it again for each
+    # new argument type (a Python int, an int32 array), and a name rebound
+    # after this point would be read then.
     def sample(step):
       key = jax.random.fold_in(data_key, step)
       return sample_windows(
-        key, data, batch_size, window, config.data.first_window_prob
+        key, train_data, batch_size, window, config.data.first_window_prob
       )
 
     shapes = jax.eval_shape(sample, 0)
@@ -362,10 +367,10 @@ def make_pipeline(
   rows = selection.validation
   if len(rows) and config.data.num_validation_windows > 0:
     # Fixed windows of the held-out tasks' histories.
-    data = device_data(history, rows, selection, num_actions, window)
+    held_out = device_data(history, rows, selection, num_actions, window)
     num = max(config.data.num_validation_windows, batch_size)
     validation = fixed_windows(
-      jax.random.key(config.data.seed), data, num, batch_size, window
+      jax.random.key(config.data.seed), held_out, num, batch_size, window
     )
   return Pipeline(next_batch, validation, window)
 

@@ -5,6 +5,7 @@ import os
 
 import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -13,6 +14,7 @@ from algdist import (
   checkpoints,
   config_lib,
   histories,
+  input_pipeline,
   sequence,
   sharding,
   train,
@@ -226,3 +228,47 @@ def test_ed_num_steps_sets_eds_updates_and_scales_its_warmup(tmp_path, dataset):
   assert rows[0]['learning_rate'] == pytest.approx(0.375 * peak, rel=0.02)
   assert rows[1]['learning_rate'] == pytest.approx(0.625 * peak, rel=0.02)
   checkpoints.restore_params(config, workdir, 'ed')  # restores its own
+
+
+def test_the_batch_of_a_step_is_of_training_histories_whatever_the_step_type(
+  dataset,
+):
+  """next_batch(k) is the documented draw from the training rows, for k a
+  Python int (as the loop passes it) or an int32 array (as a scan would):
+  jit traces each type anew, so the batch must not depend on which trace
+  runs, nor read the held-out rows the pipeline also builds."""
+  config = _config()
+  data = histories.load(dataset)
+  cfg, obs = config_lib.model_config(config)
+  s = config.sharding
+  mesh = sharding.make_mesh(s.mesh_shape, s.mesh_axes)
+  rules = tuple(tuple(r) for r in s.rules)
+  window = input_pipeline.run_window_steps(config, cfg)
+  selection = input_pipeline.select_histories(
+    data,
+    window_steps=window,
+    validation_tasks=config.data.validation_tasks,
+    expert_episodes=0,
+    seed=config.data.seed,
+  )
+  train_rows = input_pipeline.device_data(
+    data.history, selection.train, selection, cfg.num_actions, window
+  )
+  data_key = jax.random.fold_in(jax.random.key(config.train.seed), 1)
+  with jax.set_mesh(mesh):
+    pipeline = input_pipeline.make_pipeline(
+      config, data, 'ad', cfg, obs, mesh, rules, 0
+    )
+    assert pipeline.validation is not None  # held-out rows were built too
+    for step in (0, 5):
+      expected = input_pipeline.sample_windows(
+        jax.random.fold_in(data_key, step),
+        train_rows,
+        config.train.batch_size,
+        window,
+        config.data.first_window_prob,
+      )
+      chex.assert_trees_all_equal(pipeline.next_batch(step), expected)
+      chex.assert_trees_all_equal(
+        pipeline.next_batch(jnp.int32(step)), expected
+      )
