@@ -284,6 +284,9 @@ class Pipeline:
 
   # update -> its global (Steps, target) batch [B, L], sharded over the mesh
   next_batch: Callable
+  # Traceable step -> the same batch, for sampling inside a jitted chunk of
+  # updates; None for a streamed dataset (read on the host, one per update).
+  sample: Callable | None
   validation: tuple | None  # fixed held-out (Steps, target) [batches, B, L]
   window_steps: int  # L: steps per training window (>= context_steps)
 
@@ -333,13 +336,17 @@ def make_pipeline(
     # after this point would be read then.
     def sample(step):
       key = jax.random.fold_in(data_key, step)
-      return sample_windows(
+      batch = sample_windows(
         key, train_data, batch_size, window, config.data.first_window_prob
       )
+      # Laid out as a streamed batch would be, also when traced inside the
+      # training chunk.
+      return jax.lax.with_sharding_constraint(batch, jax.tree.map(shard, batch))
 
     shapes = jax.eval_shape(sample, 0)
     next_batch = jax.jit(sample, out_shardings=jax.tree.map(shard, shapes))
   else:
+    sample = None
     source = WindowSource(
       history,
       selection.train,
@@ -372,7 +379,7 @@ def make_pipeline(
     validation = fixed_windows(
       jax.random.key(config.data.seed), held_out, num, batch_size, window
     )
-  return Pipeline(next_batch, validation, window)
+  return Pipeline(next_batch, sample, validation, window)
 
 
 def run_window_steps(config, model_config: model.ModelConfig) -> int:

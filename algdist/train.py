@@ -1,7 +1,10 @@
 """Training the AD transformer: `train_and_evaluate(config, workdir, method)`.
 
-The state, the step, the loop. One jitted `train_step(state, batch) ->
-(state, metrics)` with the state donated; the state is created already
+The state, the step, the loop. `train_step(state, batch) -> (state,
+metrics)` is one update; the loop jits chunks of them (`make_train_chunk`:
+a `fori_loop` of updates whose batches are gathered on the device, metrics
+stacked there and fetched once per log row), with the state donated.
+Chunks end at log and checkpoint steps. The state is created already
 sharded over the mesh the config declares; checkpoints (algdist/checkpoints)
 hold the state, whose step is the input pipeline's position
 (algdist/input_pipeline), so a stopped run resumes exactly. AD trains on
@@ -143,6 +146,46 @@ def make_train_step(net, optimizer, schedule):
   return train_step
 
 
+def make_train_chunk(train_step, sample, max_updates: int):
+  """`train_chunk(state, num_updates) -> (state, metrics)`: up to
+  `max_updates` updates in one call, each on the batch `sample(step)`.
+
+  `num_updates` is traced (a `fori_loop` bound), so chunks of any length
+  up to `max_updates` run one compiled program: a resumed run's shorter
+  chunks compute each update with the same bits as an uninterrupted run's.
+  `metrics` leaves are [max_updates]; entry i is update i of the chunk,
+  entries from `num_updates` on are zeros. Jit it with the state donated.
+  """
+
+  def train_chunk(state: TrainState, num_updates):
+    shapes = jax.eval_shape(train_step, state, sample(state.step))[1]
+    zeros = lambda a: jnp.zeros((max_updates,) + a.shape, a.dtype)
+
+    def _update_step(i, carry):
+      state, metrics_K = carry
+      state, metrics = train_step(state, sample(state.step))
+      metrics_K = jax.tree.map(lambda m, x: m.at[i].set(x), metrics_K, metrics)
+      return state, metrics_K
+
+    return jax.lax.fori_loop(
+      0, num_updates, _update_step, (state, jax.tree.map(zeros, shapes))
+    )
+
+  return train_chunk
+
+
+def chunk_length(done: int, stop: int, t, max_updates: int) -> int:
+  """Updates of the next chunk after `done`: up to `max_updates`, ending
+  at the next log or checkpoint step, or at `stop`, whichever comes first."""
+  ends = (
+    done + max_updates,
+    (done // t.log_every + 1) * t.log_every,
+    (done // t.checkpoint_every + 1) * t.checkpoint_every,
+    stop,
+  )
+  return min(ends) - done
+
+
 def make_eval_step(net):
   """`eval_step(params, batch) -> (loss, accuracy)`, deterministic."""
 
@@ -214,9 +257,31 @@ def train_and_evaluate(
       config, dataset, method, cfg, obs, mesh, rules, start
     )
     tokens_per_update = t.batch_size * pipeline.window_steps
-    train_step = jax.jit(
-      make_train_step(net, optimizer, schedule), donate_argnums=0
-    )
+    train_step = make_train_step(net, optimizer, schedule)
+    if pipeline.sample is not None:
+      # A chunk of updates per call, its batches gathered on the device:
+      # no host round trip per update. A chunk never crosses a log step, so
+      # the metrics of a log row are fetched once.
+      max_updates = t.log_every
+      chunk = jax.jit(
+        make_train_chunk(train_step, pipeline.sample, max_updates),
+        donate_argnums=0,
+      )
+      run = lambda state, first, num: chunk(state, num)
+    else:
+      # Streamed batches come from the host: one update per call, its
+      # metrics stacked as a chunk's.
+      max_updates = 1
+
+      def one_update(state, batch):
+        state, m = train_step(state, batch)
+        return state, jax.tree.map(lambda x: x[None], m)
+
+      one_update = jax.jit(one_update, donate_argnums=0)
+      run = lambda state, first, num: one_update(
+        state, pipeline.next_batch(first)
+      )
+
     eval_step = jax.jit(make_eval_step(net))
     writer = stack.enter_context(
       contextlib.closing(
@@ -228,14 +293,24 @@ def train_and_evaluate(
     bar = stack.enter_context(
       metrics.progress(t.num_steps, start, progress, f'train {method}', 'step')
     )
+    # (metrics [max_updates], updates) of each chunk since the last row,
+    # fetched at log steps: no stall per chunk.
     pending, last = [], writer.last_row()
     tick, tick_step = time.perf_counter(), start
-    for step in range(start + 1, stop + 1):
-      state, step_metrics = train_step(state, pipeline.next_batch(step - 1))
-      pending.append(step_metrics)  # fetched at log steps: no stall per update
+    step = start
+    while step < stop:
+      num = chunk_length(step, stop, t, max_updates)
+      state, chunk_metrics = run(state, step, num)
+      pending.append((chunk_metrics, num))
+      step += num
       at_end = step == stop
       if step % t.log_every == 0 or at_end:
-        fetched, pending = jax.device_get(pending), []
+        fetched = [
+          {k: v[i] for k, v in m.items()}
+          for m, n in jax.device_get(pending)
+          for i in range(n)
+        ]
+        pending = []
         metrics.check_finite(fetched, step, method, manager.latest_step())
         last = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
         now = time.perf_counter()

@@ -120,8 +120,8 @@ def test_state_is_sharded_as_the_rules_say_and_steps_match_one_device():
   )
 
 
-def _batch(obs, cfg, batch):
-  rng = np.random.default_rng(0)
+def _batch(obs, cfg, batch, seed=0):
+  rng = np.random.default_rng(seed)
   L = cfg.context_steps
   steps = sequence.make_step(
     rng.integers(0, cfg.obs_vocab, (batch, L, *obs.shape)).astype(obs.dtype),
@@ -131,6 +131,54 @@ def _batch(obs, cfg, batch):
   )
   target = rng.integers(0, cfg.num_actions, (batch, L)).astype(np.int32)
   return steps, target
+
+
+def test_a_chunk_runs_the_updates_of_its_steps_in_order():
+  config = _config()
+  cfg, obs = config_lib.model_config(config)
+  net = train.model.Transformer(cfg)
+  optimizer, schedule = train.make_optimizer(config.train)
+  inputs = train.model.example_steps(cfg, obs.shape, obs.dtype)
+  mesh = sharding.make_mesh((-1,), ('data',), jax.devices()[:1])
+  batches = [_batch(obs, cfg, 8, seed) for seed in range(5)]
+  stacked = jax.tree.map(lambda *x: jnp.stack(x), *batches)
+  sample = lambda step: jax.tree.map(lambda x: x[step], stacked)
+  train_step = train.make_train_step(net, optimizer, schedule)
+  with jax.set_mesh(mesh):
+    init, abstract = train.state_layout(net, optimizer, inputs, mesh, ())
+    state = train.init_state(init, abstract, seed=0)
+    step = jax.jit(train_step)
+    one_by_one, expected = state, []
+    for batch in batches:
+      one_by_one, m = step(one_by_one, batch)
+      expected.append(m)
+    # Chunks of 3 and 2 updates of a 4-update program: update k of the run
+    # trains on sample(k) whatever chunk it falls in.
+    chunk = chex.assert_max_traces(
+      train.make_train_chunk(train_step, sample, 4), n=1
+    )
+    chunk = jax.jit(chunk)
+    chunked, first = chunk(state, 3)
+    chunked, second = chunk(chunked, 2)
+  assert int(chunked.step) == 5
+  got = [jax.tree.map(lambda x, i=i: x[i], first) for i in range(3)]
+  got += [jax.tree.map(lambda x, i=i: x[i], second) for i in range(2)]
+  chex.assert_trees_all_close(got, expected, atol=1e-5, rtol=1e-5)
+  chex.assert_trees_all_close(
+    chunked.params, one_by_one.params, atol=1e-5, rtol=1e-5
+  )
+  # Entries past the chunk's updates are zeros, never another's metrics.
+  assert all(float(v[2]) == 0 for v in second.values())
+
+
+def test_chunks_end_at_log_and_checkpoint_steps():
+  t = _config(log_every=4, checkpoint_every=6).train
+  lengths, done = [], 0
+  while done < 13:
+    lengths.append(train.chunk_length(done, 13, t, max_updates=4))
+    done += lengths[-1]
+  # Ends: 4, 6 (checkpoint), 8, 12, 13 (stop).
+  assert lengths == [4, 2, 2, 4, 1]
 
 
 def test_a_checkpoint_of_another_model_is_refused(tmp_path, dataset):
