@@ -120,19 +120,16 @@ def restore_params(config, workdir: str, method: str = 'ad'):
   cfg, obs = config_lib.model_config(config)
   net = model.Transformer(cfg)
   inputs = model.example_steps(cfg, obs.shape, obs.dtype)
-  shapes = jax.eval_shape(
-    lambda key: nn.meta.unbox(net.init(key, inputs, deterministic=True)),
-    jax.random.key(0),
-  )['params']
+  # The model's parameter shapes, to check the checkpoint against.
+  abstract = {
+    'params': jax.eval_shape(
+      lambda key: nn.meta.unbox(net.init(key, inputs, deterministic=True)),
+      jax.random.key(0),
+    )['params']
+  }
   # A local device, not jax.devices()[0]: on a multi-host run that one
   # belongs to process 0 and other processes cannot write to it.
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  abstract = {
-    'params': jax.tree.map(
-      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
-      shapes,
-    )
-  }
   path = directory(workdir, method)
   missing = CheckpointError(
     f'No {method} checkpoint in {path}; run --mode train first.'
