@@ -1,10 +1,11 @@
 """Local self-attention with rotary positions, and its decoding KV cache.
 
 A token attends to the tokens of the last `context_steps` env steps (those of
-its own step causally), `visible` says which. Positions are relative (RoPE),
-so a key cached unrotated can be rotated at each decoding step with
-window-relative positions. `Cache` is the ring buffer of those keys and
-values that `model.Transformer.decode` steps through.
+its own step causally), `visible` says which. Positions are relative (RoPE):
+scores depend on the distance between query and key only, so the decoding
+cache holds keys rotated once, by their ring slot (`Attention.decode`).
+`Cache` is the ring buffer of those keys and values that
+`model.Transformer.decode` steps through.
 
 Shape letters: see algdist/__init__.py.
 """
@@ -50,6 +51,25 @@ def visible(query_pos_Q, key_pos_C, config: ModelConfig):
   )
 
 
+def query_blocks(size: int, config: ModelConfig):
+  """[(start, stop, first)]: query tokens [start, stop) of a sequence of
+  `size` tokens and the first key token any of them sees.
+
+  Blocks span a quarter of the context (whole steps): each attends to at
+  most 1.25 contexts of keys where one S x S product would compute S.
+  """
+  per_step = tokens_per_step(config)
+  block = max(config.context_steps // 4, 1) * per_step
+  return [
+    (
+      start,
+      min(start + block, size),
+      max(start // per_step - config.context_steps + 1, 0) * per_step,
+    )
+    for start in range(0, size, block)
+  ]
+
+
 class Attention(nn.Module):
   """Multi-head self-attention with rotary positions."""
 
@@ -82,75 +102,126 @@ class Attention(nn.Module):
     pos_S = jnp.arange(size)
     q_BxSxMxK = _rope(q_BxSxMxK, pos_S)
     k_BxSxMxK = _rope(k_BxSxMxK, pos_S)
-    # Within context_steps, plain causal attention (fused kernels know it).
-    mask_SxS = None
-    if size > cfg.context_tokens:
-      mask_SxS = visible(pos_S, pos_S, cfg)
-    if cfg.attention_dropout > 0 and not deterministic:
-      # jax.nn.dot_product_attention has no dropout on the attention weights,
-      # so training with it spells attention out (and forgoes fused kernels).
-      if mask_SxS is None:
-        mask_SxS = jnp.tril(jnp.ones((size, size), bool))
-      out_BxSxMxK = self._explicit_attention(
-        q_BxSxMxK, k_BxSxMxK, v_BxSxMxK, mask_SxS
-      )
-    else:
+    # jax.nn.dot_product_attention has no dropout on the attention weights,
+    # so training with it spells attention out (and forgoes fused kernels).
+    explicit = cfg.attention_dropout > 0 and not deterministic
+    if size <= cfg.context_tokens and not explicit:
+      # Within the context, plain causal attention (fused kernels know it).
       out_BxSxMxK = jax.nn.dot_product_attention(
         q_BxSxMxK,
         k_BxSxMxK,
         v_BxSxMxK,
-        mask=None if mask_SxS is None else mask_SxS[None, None],
-        is_causal=mask_SxS is None,
+        is_causal=True,
         implementation=cfg.attention_impl,
       )
-    return self.out(out_BxSxMxK)
+      return self.out(out_BxSxMxK)
+    # Longer windows: query blocks, each against only the keys its sliding
+    # window reaches, so the cost grows as S x context, not S^2 (3x faster
+    # than one masked S x S product at 160 steps of 80; BENCHMARKS.md).
+    outs = []
+    for start, stop, first in query_blocks(size, cfg):
+      mask_QxC = visible(jnp.arange(start, stop), jnp.arange(first, stop), cfg)
+      q, k, v = (
+        q_BxSxMxK[:, start:stop],
+        k_BxSxMxK[:, first:stop],
+        v_BxSxMxK[:, first:stop],
+      )
+      if explicit:
+        outs.append(self._explicit_attention(q, k, v, mask_QxC))
+      else:
+        outs.append(
+          jax.nn.dot_product_attention(
+            q,
+            k,
+            v,
+            mask=mask_QxC[None, None],
+            implementation=cfg.attention_impl,
+          )
+        )
+    return self.out(jnp.concatenate(outs, axis=1))
 
-  def _explicit_attention(self, q_BxSxMxK, k_BxSxMxK, v_BxSxMxK, mask_SxS):
+  def _explicit_attention(self, q_BxQxMxK, k_BxCxMxK, v_BxCxMxK, mask_QxC):
     """Masked softmax attention with dropout on the weights."""
-    logits_BxMxSxS = jnp.einsum(
-      'bqmk,bsmk->bmqs',
-      q_BxSxMxK,
-      k_BxSxMxK,
+    logits_BxMxQxC = jnp.einsum(
+      'bqmk,bcmk->bmqc',
+      q_BxQxMxK,
+      k_BxCxMxK,
       preferred_element_type=jnp.float32,
-    ) / jnp.sqrt(jnp.float32(q_BxSxMxK.shape[-1]))
-    logits_BxMxSxS = jnp.where(
-      mask_SxS, logits_BxMxSxS, jnp.finfo(jnp.float32).min
+    ) / jnp.sqrt(jnp.float32(q_BxQxMxK.shape[-1]))
+    logits_BxMxQxC = jnp.where(
+      mask_QxC, logits_BxMxQxC, jnp.finfo(jnp.float32).min
     )
-    weights_BxMxSxS = jax.nn.softmax(logits_BxMxSxS, axis=-1)
-    weights_BxMxSxS = self.weights_dropout(weights_BxMxSxS, deterministic=False)
+    weights_BxMxQxC = jax.nn.softmax(logits_BxMxQxC, axis=-1)
+    weights_BxMxQxC = self.weights_dropout(weights_BxMxQxC, deterministic=False)
     return jnp.einsum(
-      'bmqs,bsmk->bqmk', weights_BxMxSxS.astype(v_BxSxMxK.dtype), v_BxSxMxK
+      'bmqc,bcmk->bqmk', weights_BxMxQxC.astype(v_BxCxMxK.dtype), v_BxCxMxK
     )
 
-  def decode(self, x_BxQxD, keys_BxCxMxK, values_BxCxMxK, slot, pos):
+  def decode(self, x_BxQxD, keys_BxMxCxK, values_BxMxCxK, slots_Q, mask_QxC):
     """One step's Q tokens against the cache; returns the updated cache.
 
-    `slot` is where this step's tokens go; `pos` holds window-relative query
-    positions [Q], key positions [C] and the visibility mask [Q, C].
+    The step's tokens go to ring slots `slots_Q`; `mask_QxC` says which
+    cached tokens each query sees. Keys are cached rotated by their slot:
+    RoPE scores depend only on the distance between query and key, and a
+    key in slot j is sq - j tokens behind a query in slot sq if it was
+    written on this lap of the ring (j <= sq), sq + C - j if on the last
+    one. So the query is rotated twice, by sq and by sq + C, and each key is
+    scored against the rotation of its lap: angles stay below 2C however
+    long the rollout runs (float32 angles lose precision as positions grow),
+    and no cached key is rotated again (rotating the whole cache every step
+    took most of a rollout's time).
     """
     q_BxQxMxK, k_BxQxMxK, v_BxQxMxK = self._project(x_BxQxD)
-    keys_BxCxMxK = jax.lax.dynamic_update_slice_in_dim(
-      keys_BxCxMxK, k_BxQxMxK.astype(keys_BxCxMxK.dtype), slot, axis=1
+    size = keys_BxMxCxK.shape[2]
+    # Heads-major: the products with the query read the cache in place
+    # (measured: a [B, C, M, K] cache was relaid out in full every step).
+    keys_BxMxCxK = jax.lax.dynamic_update_slice_in_dim(
+      keys_BxMxCxK,
+      _rope(k_BxQxMxK, slots_Q)
+      .transpose(0, 2, 1, 3)
+      .astype(keys_BxMxCxK.dtype),
+      slots_Q[0],
+      axis=2,
     )
-    values_BxCxMxK = jax.lax.dynamic_update_slice_in_dim(
-      values_BxCxMxK, v_BxQxMxK.astype(values_BxCxMxK.dtype), slot, axis=1
+    values_BxMxCxK = jax.lax.dynamic_update_slice_in_dim(
+      values_BxMxCxK,
+      v_BxQxMxK.transpose(0, 2, 1, 3).astype(values_BxMxCxK.dtype),
+      slots_Q[0],
+      axis=2,
     )
-    out_BxQxMxK = jax.nn.dot_product_attention(
-      _rope(q_BxQxMxK, pos['query']),
-      _rope(keys_BxCxMxK, pos['key']),
-      values_BxCxMxK,
-      mask=pos['mask'][None, None],
-      implementation=self.config.attention_impl,
+    # Both rotations of the query in one product: the cache is read once.
+    queries_Bx2QxMxK = jnp.concatenate(
+      [_rope(q_BxQxMxK, slots_Q), _rope(q_BxQxMxK, slots_Q + size)], axis=1
     )
-    return self.out(out_BxQxMxK), (keys_BxCxMxK, values_BxCxMxK)
+    logits_BxMx2QxC = jnp.einsum(
+      'bqmk,bmck->bmqc',
+      queries_Bx2QxMxK,
+      keys_BxMxCxK,
+      preferred_element_type=jnp.float32,
+    )
+    this_lap, last_lap = jnp.split(logits_BxMx2QxC, 2, axis=2)
+    this_lap_QxC = jnp.arange(size)[None, :] <= slots_Q[:, None]
+    logits_BxMxQxC = jnp.where(this_lap_QxC, this_lap, last_lap)
+    logits_BxMxQxC = jnp.where(
+      mask_QxC,
+      logits_BxMxQxC / jnp.sqrt(jnp.float32(q_BxQxMxK.shape[-1])),
+      jnp.finfo(jnp.float32).min,
+    )
+    weights_BxMxQxC = jax.nn.softmax(logits_BxMxQxC, axis=-1)
+    out_BxQxMxK = jnp.einsum(
+      'bmqc,bmck->bqmk',
+      weights_BxMxQxC.astype(values_BxMxCxK.dtype),
+      values_BxMxCxK,
+    )
+    return self.out(out_BxQxMxK), (keys_BxMxCxK, values_BxMxCxK)
 
 
 @struct.dataclass
 class Cache:
   """Ring buffer of the last `context_steps` env steps' keys and values."""
 
-  keys: tuple[jax.Array, ...]  # per layer [B, C, M, K], before rotation
-  values: tuple[jax.Array, ...]  # per layer [B, C, M, K]
+  keys: tuple[jax.Array, ...]  # per layer [B, M, C, K], rotated by slot
+  values: tuple[jax.Array, ...]  # per layer [B, M, C, K]
   slot_pos: jax.Array  # [C] int32 absolute token index in each slot; -1 empty
   step: jax.Array  # [] int32 env steps decoded so far (index of the next)
 
@@ -158,7 +229,7 @@ class Cache:
 def init_cache(config: ModelConfig, batch: int) -> Cache:
   """An empty cache for `batch` rollouts stepped in lockstep."""
   config.validate()
-  shape = (batch, config.context_tokens, config.num_heads, config.head_dim)
+  shape = (batch, config.num_heads, config.context_tokens, config.head_dim)
   zeros = tuple(
     jnp.zeros(shape, config.compute_dtype) for _ in range(config.num_layers)
   )

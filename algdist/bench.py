@@ -35,15 +35,40 @@ from algdist import (
 )
 
 
-def time_call(fn: Callable[[], object], repeats: int = 3) -> float:
-  """Median wall seconds of `fn()` after one untimed (compiling) call."""
+def time_call(
+  fn: Callable[[], object], repeats: int = 3
+) -> tuple[float, float]:
+  """`(seconds, compile_s)`: the median wall seconds of `fn()` after one
+  untimed call, and how much longer that first call took (its compilation,
+  whatever jit compiles inside `fn`)."""
+  start = time.perf_counter()
   jax.block_until_ready(fn())
+  first = time.perf_counter() - start
   times = []
   for _ in range(repeats):
     start = time.perf_counter()
     jax.block_until_ready(fn())
     times.append(time.perf_counter() - start)
-  return statistics.median(times)
+  seconds = statistics.median(times)
+  return seconds, max(first - seconds, 0.0)
+
+
+def time_compiled(jitted, args: tuple, repeats: int = 1):
+  """`(seconds, compile_s, compiled)`: `jitted` compiled ahead of time for
+  `args` (timed apart), then the median wall seconds of `repeats` calls.
+
+  No untimed warm-up call: for the long runs of the learning benchmarks it
+  would double the row's time.
+  """
+  start = time.perf_counter()
+  compiled = jitted.lower(*args).compile()
+  compile_s = time.perf_counter() - start
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(compiled(*args))
+    times.append(time.perf_counter() - start)
+  return statistics.median(times), compile_s, compiled
 
 
 def make_random_env_run(env, params, batch: int, num_steps: int):
@@ -92,12 +117,13 @@ def bench_env_steps(name: str, batch: int = 4096) -> dict:
   num_steps = ENV_BENCH_STEPS[name]
   env, params = envs.make(name)
   run = make_random_env_run(env, params, batch, num_steps)
-  seconds = time_call(lambda: run(jax.random.key(0)))
+  seconds, compile_s = time_call(lambda: run(jax.random.key(0)))
   return dict(
     value=batch * num_steps / seconds,
     unit='steps/s',
     batch=batch,
     steps=num_steps,
+    compile_s=compile_s,
   )
 
 
@@ -120,10 +146,13 @@ def bench_learning_steps(
   train, keys, tasks, steps = _learners(
     algorithm, env_name, num_learners, **config
   )
-  run = jax.jit(jax.vmap(train))
-  seconds = time_call(lambda: run(keys, tasks), repeats=1)
+  seconds, compile_s, _ = time_compiled(jax.jit(jax.vmap(train)), (keys, tasks))
   return dict(
-    value=steps / seconds, unit='steps/s', learners=num_learners, **config
+    value=steps / seconds,
+    unit='steps/s',
+    learners=num_learners,
+    compile_s=compile_s,
+    **config,
   )
 
 
@@ -132,22 +161,29 @@ def bench_vmap_speedup(
 ) -> dict:
   """vmap_speedup/<algo>/<env>: one vmapped call vs the learners one by one."""
   train, keys, tasks, _ = _learners(algorithm, env_name, num_learners, **config)
-  batched = jax.jit(jax.vmap(train))
-  single = jax.jit(train)
-  one = lambda i: jax.tree.map(lambda x: x[i], tasks)
   # Slice the tasks outside the timed loop: only the learning is timed.
-  singles = [one(i) for i in range(num_learners)]
-  vmapped_s = time_call(lambda: batched(keys, tasks), repeats=1)
-  looped_s = time_call(
-    lambda: [single(keys[i], singles[i]) for i in range(num_learners)],
-    repeats=1,
+  singles = [
+    jax.tree.map(lambda x, i=i: x[i], tasks) for i in range(num_learners)
+  ]
+  vmapped_s, compile_vmapped, _ = time_compiled(
+    jax.jit(jax.vmap(train)), (keys, tasks)
   )
+  # One compiled single-learner program: every task has the same shapes.
+  start = time.perf_counter()
+  single = jax.jit(train).lower(keys[0], singles[0]).compile()
+  compile_single = time.perf_counter() - start
+  start = time.perf_counter()
+  jax.block_until_ready(
+    [single(keys[i], singles[i]) for i in range(num_learners)]
+  )
+  looped_s = time.perf_counter() - start
   return dict(
     value=looped_s / vmapped_s,
     unit='x',
     learners=num_learners,
     vmapped_s=round(vmapped_s, 3),
     looped_s=round(looped_s, 3),
+    compile_s=compile_vmapped + compile_single,
     **config,
   )
 
@@ -186,7 +222,9 @@ def _peak_flops(device) -> float | None:
 TRAIN_CHUNK = 20
 
 
-def bench_train_tokens(env_name: str, attention_impl: str | None = None):
+def bench_train_tokens(
+  env_name: str, attention_impl: str | None = None, preset: str | None = None
+):
   """train_tokens_per_s/<env>: the default config's model, trained as
   `train_and_evaluate` runs it: a jitted chunk of `TRAIN_CHUNK` updates.
 
@@ -195,7 +233,7 @@ def bench_train_tokens(env_name: str, attention_impl: str | None = None):
   apart. On an accelerator the row also carries MFU against the chip's
   bf16 peak.
   """
-  config = load_config(env_name)
+  config = load_config(env_name, preset)
   config.model.attention_impl = attention_impl
   cfg, obs = config_lib.model_config(config)
   net = model.Transformer(cfg)
@@ -243,7 +281,7 @@ def bench_train_tokens(env_name: str, attention_impl: str | None = None):
       holder[0], metrics = chunk(holder[0], TRAIN_CHUNK)
       return metrics
 
-    seconds = time_call(updates, repeats=3) / TRAIN_CHUNK
+    seconds = time_call(updates, repeats=2)[0] / TRAIN_CHUNK
   tokens_per_s = batch * steps / seconds
   flops = model.flops_per_token(cfg, obs.shape) * tokens_per_s
   row = dict(
@@ -255,7 +293,7 @@ def bench_train_tokens(env_name: str, attention_impl: str | None = None):
     dtype=cfg.dtype,
     tflops_per_s=round(flops / 1e12, 4),
     updates_per_call=TRAIN_CHUNK,
-    compile_s=round(compile_s, 2),
+    compile_s=compile_s,
   )
   peak = _peak_flops(jax.devices()[0])
   if peak is not None:
@@ -293,14 +331,16 @@ def bench_eval_steps(
     # Every step costs the same (the cache always attends over its C slots;
     # recompute always runs over its full buffer), so a few steps suffice;
     # recompute at 1,024 steps of context takes seconds per step on a CPU.
-    num_steps = 128 if cached else max(2, 2048 // context)
+    num_steps = 128 if cached else max(1, 1024 // context)
   model_rollout = rollout.make_rollout(
     env, net, num_steps, cached=cached, window=None if cached else context
   )
   tasks = env.tasks(env_params, 'train', num=batch)
   keys = jax.random.split(jax.random.key(0), batch)
   run = jax.jit(jax.vmap(model_rollout, (0, None, 0)))
+  start = time.perf_counter()
   compiled = run.lower(keys, params, tasks).compile()
+  compile_s = time.perf_counter() - start
   start = time.perf_counter()
   jax.block_until_ready(compiled(keys, params, tasks))
   seconds = time.perf_counter() - start
@@ -310,6 +350,7 @@ def bench_eval_steps(
     batch=batch,
     steps=num_steps,
     context=context,
+    compile_s=compile_s,
   )
 
 
@@ -353,6 +394,11 @@ def benchmarks() -> dict[str, Callable[[], dict]]:
         table[f'train_tokens_per_s/{env_name}/{impl}'] = functools.partial(
           bench_train_tokens, env_name, impl
         )
+  # The model the README's Dark Room command trains (2 layers, batches of
+  # 16 x 160 steps): the laptop user's training pace.
+  table['train_tokens_per_s/dark_room/ad_epsilon'] = functools.partial(
+    bench_train_tokens, 'dark_room', preset='ad_epsilon'
+  )
   # In-context rollouts of the Dark Room default model, 64 in parallel.
   for context in (256, 1024):
     for name, cached in (('kv_cache', True), ('recompute', False)):
@@ -385,6 +431,7 @@ def main(argv: list[str] | None = None) -> None:
       devices=jax.device_count(),
       **row,
     )
+    row['compile_s'] = round(row['compile_s'], 2)
     print(json.dumps(row), flush=True)
 
 

@@ -189,8 +189,8 @@ class Block(nn.Module):
     attend = lambda h: (self.attention(h, deterministic=deterministic), None)
     return self._apply(x_BxSxD, attend, deterministic)[0]
 
-  def decode(self, x_BxQxD, keys, values, slot, pos):
-    attend = lambda h: self.attention.decode(h, keys, values, slot, pos)
+  def decode(self, x_BxQxD, keys, values, slots_Q, mask_QxC):
+    attend = lambda h: self.attention.decode(h, keys, values, slots_Q, mask_QxC)
     return self._apply(x_BxQxD, attend, deterministic=True)
 
 
@@ -248,12 +248,10 @@ class Transformer(nn.Module):
 
     At env step t this equals the step-t logits of `__call__` over steps
     0..t (see the module docstring). The new step's tokens overwrite those of
-    step t - L, the one leaving the window. Keys are cached unrotated and
-    rotated here with window-relative positions, the very positions the full
-    forward pass over the last L steps uses: so positions stay in [0, C)
-    however long the rollout runs (RoPE angles lose float precision as
-    positions grow), at the price of one elementwise rotation of the cached
-    keys per step.
+    step t - L, the one leaving the window. Keys are cached rotated by
+    their ring slot, and each query is scored by its distance to them
+    (`attention.Attention.decode`): angles stay below 2C however long the
+    rollout runs, as they do in the full forward pass over a window.
     """
     cfg = self.config
     per_step = tokens_per_step(cfg)
@@ -263,26 +261,20 @@ class Transformer(nn.Module):
       jax.tree.map(lambda x: x[:, None], step), deterministic=True
     )
     query_pos_Q = t * per_step + jnp.arange(per_step, dtype=jnp.int32)
-    slot = (t % length) * per_step
+    slots_Q = (t % length) * per_step + jnp.arange(per_step, dtype=jnp.int32)
     slot_pos_C = jax.lax.dynamic_update_slice_in_dim(
-      cache.slot_pos, query_pos_Q, slot, axis=0
+      cache.slot_pos, query_pos_Q, slots_Q[0], axis=0
     )
     mask_QxC = visible(query_pos_Q, slot_pos_C, cfg)
-    window_start = jnp.maximum(t - length + 1, 0) * per_step
-    pos = {
-      'query': query_pos_Q - window_start,
-      'key': slot_pos_C - window_start,
-      'mask': mask_QxC,
-    }
     keys, values = [], []
-    for block, k_BxCxMxK, v_BxCxMxK in zip(
+    for block, k_BxMxCxK, v_BxMxCxK in zip(
       self.blocks, cache.keys, cache.values, strict=True
     ):
-      x_BxQxD, (k_BxCxMxK, v_BxCxMxK) = block.decode(
-        x_BxQxD, k_BxCxMxK, v_BxCxMxK, slot, pos
+      x_BxQxD, (k_BxMxCxK, v_BxMxCxK) = block.decode(
+        x_BxQxD, k_BxMxCxK, v_BxMxCxK, slots_Q, mask_QxC
       )
-      keys.append(k_BxCxMxK)
-      values.append(v_BxCxMxK)
+      keys.append(k_BxMxCxK)
+      values.append(v_BxMxCxK)
     logits_BxA = self._logits(x_BxQxD[:, -1])
     new_cache = Cache(
       keys=tuple(keys), values=tuple(values), slot_pos=slot_pos_C, step=t + 1

@@ -30,8 +30,8 @@ Expected (2-core CPU, measured; RESULTS.md). Default: 1,024 PPO histories,
 each from random (about 1% of optimal in its first episode) to >= 90% of
 optimal over its last ten episodes, in under a minute with compilation;
 AD 0.49 of 16.56 on held-out goals after 40 episodes (3%), flat.
-`ad_epsilon`: 2 min 54 s for every stage on a quiet machine (histories
-1.5 s, AD 1,300 and ED 200 updates 121 s, evaluation 47 s). Last of 100
+`ad_epsilon`: 2 min 29 s for every stage (histories 2.7 s, AD 1,300 and
+ED 200 updates 97 s, evaluation 43 s; BENCHMARKS.md). Last of 100
 in-context episodes, 16 held-out goals x 5 seeds: AD 15.51 of 16.56 (93.7%
 of optimal; first at 80% in episode 57), ED 0.68 (4%), PPO from scratch
 first at 80% after 192 episodes of experience (3.4x AD's).

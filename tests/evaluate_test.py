@@ -146,6 +146,9 @@ def test_random_policy_earns_the_random_walk_return():
   assert returns.mean() < 0.2 * np.asarray(env.optimal_return(tasks)).mean()
 
 
+# model_test checks decode == the forward pass by default; this checks the
+# rollouts built on them agree, in the slow set.
+@pytest.mark.slow
 def test_cached_and_recomputing_rollouts_choose_the_same_actions():
   env, params = envs.make('dark_room')
   # Two layers: after the ring wraps, the recompute window must span what
