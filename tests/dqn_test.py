@@ -111,6 +111,7 @@ def test_replay_n_step_targets_stop_at_episode_ends():
         reward=jnp.full((1,), 10.0**t, jnp.float32),
         episode_start=jnp.zeros((1,), bool),
         done=jnp.array([done[t]]),
+        terminated=jnp.array([done[t]]),
         next_obs=jnp.zeros((1, 1), jnp.int32),
       )
     )

@@ -127,3 +127,35 @@ def test_refuses_impossible_config():
   config, make_train = agents.get('q_learning', epsilon_decay_fraction=0.0)
   with pytest.raises(ValueError, match='epsilon_decay_fraction=0.0'):
     make_train(config, env)
+
+
+def test_bootstrap_truncated_changes_only_the_time_limit_target():
+  """One 20-step Dark Room episode under a random policy: the two settings
+  act alike and differ only in the value of the last step's action, which
+  bootstraps from the next episode's first cell instead of ending at its
+  reward."""
+  env, params = envs.make('dark_room')
+  task = env.tasks(params, 'train', num=1, seed=5)
+  task = jax.tree.map(lambda x: x[0], task)
+  runs = {}
+  for bootstrap in (False, True):
+    config, make_train = agents.get(
+      'q_learning',
+      num_steps=20,
+      learning_rate=1.0,
+      discount=0.9,
+      epsilon_start=1.0,
+      epsilon_end=1.0,
+      bootstrap_truncated=bootstrap,
+    )
+    runs[bootstrap] = jax.jit(make_train(config, env))(jax.random.key(1), task)
+  (q_end, h_end), (q_boot, h_boot) = runs[False], runs[True]
+  chex.assert_trees_all_equal(h_end, h_boot)  # epsilon 1: the same actions
+  row = lambda obs: int(obs[0]) * 9 + int(obs[1])
+  last = (row(h_end.obs[0, -1]), int(h_end.action[0, -1]))
+  reward = float(h_end.reward[0, -1])
+  differs = np.argwhere(np.asarray(q_end.q) != np.asarray(q_boot.q))
+  assert [tuple(i) for i in differs] == [last]
+  assert float(q_end.q[last]) == reward  # truncation ended the target
+  # Optimistic initial values (1) of the first cell flow into the target.
+  assert float(q_boot.q[last]) > reward

@@ -51,6 +51,7 @@ class Step:
   reward: jax.Array  # [H] float32
   episode_start: jax.Array  # [H] bool
   done: jax.Array  # [H] bool: the episode ended with this step
+  terminated: jax.Array  # [H] bool: it ended in a terminal state (not time)
   next_obs: jax.Array  # [H, *O] after auto-reset when done
 
   def history(self) -> History:
@@ -79,7 +80,8 @@ def step_actors(env, params, key: jax.Array, actors: Actors, action):
   Separate from algdist.rollout's scan, where a policy acts inside one env.
 
   `done` is terminated or truncated: every task here is episodic with a fixed
-  horizon that ends the return, so learners treat both as terminal.
+  horizon that ends the return, so learners treat both as terminal unless
+  they choose to bootstrap through truncation (`terminated` alone).
   """
   keys = jax.random.split(key, action.shape[0])
   next_obs, env_state, reward, terminated, truncated, _ = jax.vmap(
@@ -92,6 +94,7 @@ def step_actors(env, params, key: jax.Array, actors: Actors, action):
     reward=reward.astype(jnp.float32),
     episode_start=actors.episode_start,
     done=done,
+    terminated=terminated,
     next_obs=next_obs,
   )
   return Actors(env_state=env_state, obs=next_obs, episode_start=done), step

@@ -8,7 +8,10 @@ untrained table acts uniformly at random rather than always taking action 0.
 
 A learner's H actors act on one shared table and update it after every step,
 one actor after another (each update sees the ones before it). Truncation is
-treated as terminal, as everywhere in `algdist.agents`.
+treated as terminal, as everywhere in `algdist.agents`, unless
+`bootstrap_truncated`: then a truncated step bootstraps from the next
+episode's first observation, as if the stream of episodes were one
+continuing task (Dark Room restarts in the same cell).
 """
 
 from __future__ import annotations
@@ -46,6 +49,10 @@ class Config:
   # Dark Room) it is optimistic and drives the greedy policy to untried
   # actions.
   initial_value: float = 1.0
+  # Bootstrap through time-limit truncation (only `terminated` ends the
+  # target): with optimistic values, a truncated episode then does not pull
+  # the values of the cells it ended in towards 0.
+  bootstrap_truncated: bool = False
 
 
 CONFIGS = {'q_learning': Config()}
@@ -176,11 +183,12 @@ def make_train(config: Config, env):
       explore = jax.random.uniform(key_explore, (num_actors,)) < epsilon
       action = jnp.where(explore, random, greedy)
       actors, step = base.step_actors(env, task_params, key_env, actors, action)
+      ends = step.terminated if config.bootstrap_truncated else step.done
       transitions = (
         row,
         step.action,
         step.reward,
-        step.done.astype(jnp.float32),
+        ends.astype(jnp.float32),
         row_of(step.next_obs),
       )
       q, _ = jax.lax.scan(_update_one, q, transitions)
