@@ -46,20 +46,24 @@ def make_returns_fn(
 
 
 def make_source_returns_fn(
-  source_config, env, num_episodes: int, task_template
+  source_config, env, task_template
 ) -> tuple[Callable, int]:
   """Jitted `fn(keys [N, R], tasks [N]) -> returns [N, R, E]` of the source
-  algorithm learning from scratch (its actor 0's stream), and its actors
-  per learner.
+  algorithm learning from scratch over its whole run (its actor 0's
+  stream: E episodes), and its actors per learner.
 
-  A learner with A actors consumes A episodes of experience per episode of
-  one stream; the count is returned so that reports can say so.
+  The whole run, not the models' E: "how much experience does the source
+  need" has no answer on a curve cut short. A learner with A actors
+  consumes A episodes of experience per episode of one stream; the count is
+  returned so that reports can say so.
   """
   algorithm_config, make_train = agents.get(
     source_config.algorithm, **source_config.config.to_dict()
   )
   learn = make_train(algorithm_config, env)
   max_length = rollout.episode_length(task_template)
+  _, history = jax.eval_shape(learn, jax.random.key(0), task_template)
+  num_episodes = max(1, history.reward.shape[-1] // max_length)
 
   def returns(key, task):
     _, history = learn(key, task)  # [H, T]
@@ -126,6 +130,11 @@ def _summarise(returns_NxRxE, optimal_N) -> dict:
   entry = {
     'episode_returns': [float(x) for x in mean],
     'episode_returns_std': [float(x) for x in flat.std(0)],
+    # Standard error of the mean over tasks x seeds: the uncertainty of the
+    # curve itself (plots band it), where std is the spread of rollouts.
+    'episode_returns_sem': [
+      float(x) for x in flat.std(0) / np.sqrt(flat.shape[0])
+    ],
     'last_episode_return': float(mean[-1]) if count else None,
     'num_tasks': int(num_tasks),
     'num_seeds': int(num_seeds),
@@ -144,6 +153,69 @@ def _summarise(returns_NxRxE, optimal_N) -> dict:
       int(reached[0]) + 1 if reached.size else None
     )
   return entry
+
+
+def regret_over_experience(
+  mean_E, per_episode: int, experience: int, best: float
+) -> float | None:
+  """Return given up against `best` over the first `experience` episodes of
+  experience of a curve whose each episode cost `per_episode` of them (a
+  learner pooling that many actors); None when the curve is shorter."""
+  full, part = divmod(experience, per_episode)
+  mean_E = np.asarray(mean_E, np.float64)
+  if len(mean_E) < full + (part > 0):
+    return None
+  regret = per_episode * np.sum(best - mean_E[:full])
+  if part:
+    regret += part * (best - mean_E[full])
+  return float(regret)
+
+
+def ad_versus_learners(results: dict) -> dict:
+  """AD against each RL learner run from scratch ('source', 'rl_baseline'),
+  per split, on one axis: episodes of environment experience.
+
+  For each: the experience each needs to first reach 80% of optimal and
+  their ratio (learner / AD: how many times less experience AD needs), and
+  the cumulative regret of both over the same experience, AD's horizon
+  (ratio AD / learner: below 1, AD gave up less return).
+  """
+  methods = results['methods']
+  out = {}
+  for name in ('source', 'rl_baseline'):
+    if 'ad' not in methods or name not in methods:
+      continue
+    by_split = {}
+    for split, ad in methods['ad'].items():
+      learner = methods[name].get(split)
+      best = results['optimal_return'].get(split)
+      if learner is None or best is None or not ad['episode_returns']:
+        continue
+      per = learner['episodes_of_experience_per_episode']
+      to_80 = lambda first, k: None if first is None else first * k
+      ad_80 = to_80(ad.get('first_episode_reaching_80pct'), 1)
+      learner_80 = to_80(learner.get('first_episode_reaching_80pct'), per)
+      experience = len(ad['episode_returns'])
+      ad_regret = regret_over_experience(
+        ad['episode_returns'], 1, experience, best
+      )
+      learner_regret = regret_over_experience(
+        learner['episode_returns'], per, experience, best
+      )
+      ratio = lambda a, b: None if a is None or not b else float(a / b)
+      by_split[split] = {
+        'algorithm': learner.get('algorithm'),
+        'experience_episodes': experience,
+        'ad_experience_to_80pct': ad_80,
+        'learner_experience_to_80pct': learner_80,
+        'experience_ratio': ratio(learner_80, ad_80),
+        'ad_regret': ad_regret,
+        'learner_regret': learner_regret,
+        'regret_ratio': ratio(ad_regret, learner_regret),
+      }
+    if by_split:
+      out[name] = by_split
+  return out
 
 
 def _restore(config, workdir: str, method: str):
@@ -237,9 +309,7 @@ def _learner_returns(stage: _Stage, method: str):
   learning from scratch on the same tasks."""
   config, e = stage.config, stage.config.evaluation
   learner = config.source if method == 'source' else e.rl_baseline
-  fn, num_actors = make_source_returns_fn(
-    learner, stage.env, e.num_episodes, stage.env_params
-  )
+  fn, num_actors = make_source_returns_fn(learner, stage.env, stage.env_params)
   learners = max(1, config.histories.learners_per_shard // e.num_seeds)
   returns = _over_splits(fn, stage.keys, stage.splits, learners)
   return returns, {
@@ -332,6 +402,7 @@ def evaluate(config, workdir: str, progress: bool = True) -> dict:
     'temperature': float(e.temperature),
     'num_episodes': int(e.num_episodes),
   }
+  results['ad_versus'] = ad_versus_learners(results)
   directory = os.path.join(workdir, 'eval')
   # Earlier stages' wall times, as the command line records them.
   seconds = files.read_json(os.path.join(workdir, 'seconds.json'), {})

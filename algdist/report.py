@@ -123,10 +123,15 @@ def _ordered_methods(results: dict) -> list[str]:
 
 
 def in_context_curves(results: dict, path: str) -> None:
-  """Return per in-context episode, test and train panels, as a PNG.
+  """Return per episode against episodes of environment experience, test
+  and train panels, as a PNG.
 
-  Each line is the mean over tasks x seeds, its band one standard deviation
-  either side; the dashed line is the mean optimal return.
+  One axis for all methods: a learner pooling k actors spends k episodes of
+  experience per point of its curve, AD and ED one. Each line is the mean
+  over tasks x seeds, its band the standard error of that mean (older
+  results without it: one standard deviation); the dashed line is the mean
+  optimal return. A log axis when a learner's curve runs far past the
+  models'; the legend sits below the panels, off the curves.
   """
   splits = [
     s
@@ -134,29 +139,37 @@ def in_context_curves(results: dict, path: str) -> None:
     if any(s in r for r in results['methods'].values())
   ] or ['test']
   fig, axes = plt.subplots(
-    1, len(splits), figsize=(5.2 * len(splits), 3.8), dpi=120, squeeze=False
+    1, len(splits), figsize=(5.2 * len(splits), 4.2), dpi=120, squeeze=False
   )
+  handles = {}
   for ax, split in zip(axes[0], splits, strict=True):
+    spans = []  # episodes of experience each curve covers
     for name in _ordered_methods(results):
       entry = results['methods'][name].get(split)
       if entry is None or not entry['episode_returns']:
         continue
       mean = np.asarray(entry['episode_returns'])
-      std = np.asarray(entry['episode_returns_std'])
-      episodes = np.arange(1, len(mean) + 1)
-      colour = _METHOD_STYLE.get(name, (name, None))[1]
-      line = ax.plot(
-        episodes, mean, lw=2, color=colour, label=_method_label(name, entry)
-      )[0]
-      ax.fill_between(
-        episodes, mean - std, mean + std, alpha=0.18, color=line.get_color()
+      band = np.asarray(
+        entry.get('episode_returns_sem', entry['episode_returns_std'])
       )
+      per = entry.get('episodes_of_experience_per_episode', 1)
+      experience = per * np.arange(1, len(mean) + 1)
+      spans.append(experience[-1])
+      colour = _METHOD_STYLE.get(name, (name, None))[1]
+      label = _method_label(name, entry)
+      line = ax.plot(experience, mean, lw=2, color=colour, label=label)[0]
+      ax.fill_between(
+        experience, mean - band, mean + band, alpha=0.25, color=line.get_color()
+      )
+      handles.setdefault(label, line)
     optimal = results.get('optimal_return', {}).get(split)
     if optimal is not None:
-      ax.axhline(optimal, color='k', ls='--', lw=1, label='optimal')
+      handles['optimal'] = ax.axhline(optimal, color='k', ls='--', lw=1)
+    if spans and max(spans) > 4 * min(spans):
+      ax.set_xscale('log')
     some = next(iter(results['methods'].values()), {}).get(split, {})
     ax.set(
-      xlabel='in-context episode',
+      xlabel='episodes of environment experience',
       ylabel='return per episode',
       title=f'{results["env"]}, {split} tasks '
       f'({some.get("num_tasks", "?")} tasks x {some.get("num_seeds", "?")} '
@@ -164,8 +177,16 @@ def in_context_curves(results: dict, path: str) -> None:
     )
     ax.title.set_fontsize(9)
     ax.grid(alpha=0.3)
-    ax.legend(loc='best', fontsize=7)
-  fig.tight_layout()
+  fig.legend(
+    list(handles.values()),
+    list(handles),
+    loc='lower center',
+    ncol=min(3, len(handles)),
+    fontsize=7,
+    frameon=False,
+  )
+  rows = -(-len(handles) // 3)  # legend rows, three entries each
+  fig.tight_layout(rect=(0, 0.05 * rows + 0.02, 1, 1))
   fig.savefig(path)
   plt.close(fig)
 
@@ -212,6 +233,7 @@ def summary_markdown(results: dict) -> str:
         f'{regret} | {len(entry["episode_returns"])} | '
         f'{entry["num_tasks"]} x {entry["num_seeds"]} |'
       )
+  lines += _versus_markdown(results.get('ad_versus', {}))
   for split in ('test', 'train'):
     if optimal.get(split) is not None:
       lines.append('')
@@ -222,6 +244,38 @@ def summary_markdown(results: dict) -> str:
   if 'eval' in seconds:
     lines += ['', f'Evaluation took {seconds["eval"]:.1f} s.']
   return '\n'.join(lines) + '\n'
+
+
+def _versus_markdown(versus: dict) -> list[str]:
+  """Lines of the AD-against-its-RL-learners table (empty without one)."""
+  if not versus:
+    return []
+  show = lambda x, fmt='{}': '-' if x is None else fmt.format(x)
+  lines = [
+    '',
+    '## AD against RL learners from scratch, in episodes of experience',
+    '',
+    'To 80%: episodes of environment experience until the mean return first '
+    'reaches 80% of optimal (ratio: learner / AD, how many times less AD '
+    "needs; -: never reached). Regret over the same experience, AD's "
+    'horizon (ratio AD / learner: below 1, AD gave up less).',
+    '',
+    '| learner | split | AD to 80% | learner to 80% | ratio | experience '
+    '| AD regret | learner regret | ratio |',
+    '|---|---|---|---|---|---|---|---|---|',
+  ]
+  for name, by_split in versus.items():
+    for split, v in by_split.items():
+      label = f'{_METHOD_STYLE.get(name, (name,))[0]} ({v["algorithm"]})'
+      lines.append(
+        f'| {label} | {split} | {show(v["ad_experience_to_80pct"])} | '
+        f'{show(v["learner_experience_to_80pct"])} | '
+        f'{show(v["experience_ratio"], "{:.2f}x")} | '
+        f'{v["experience_episodes"]} | {show(v["ad_regret"], "{:.1f}")} | '
+        f'{show(v["learner_regret"], "{:.1f}")} | '
+        f'{show(v["regret_ratio"], "{:.2f}")} |'
+      )
+  return lines
 
 
 def write_report(workdir: str) -> dict:

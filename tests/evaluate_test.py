@@ -233,9 +233,12 @@ def test_results_json_follows_the_contract_and_the_report_is_written(
   assert set(saved['methods']) == {'ad', 'source', 'rl_baseline', 'random'}
   for method, by_split in saved['methods'].items():
     assert set(by_split) == {'test', 'train'}, method
+    learner = method in ('source', 'rl_baseline')
     for entry in by_split.values():
-      assert len(entry['episode_returns']) == e.num_episodes
-      assert len(entry['episode_returns_std']) == e.num_episodes
+      # Learners from scratch report their whole run, the rest E episodes.
+      episodes = entry['num_episodes'] if learner else e.num_episodes
+      assert len(entry['episode_returns']) == episodes >= 1
+      assert len(entry['episode_returns_std']) == episodes
       assert entry['last_episode_return'] == entry['episode_returns'][-1]
       assert (entry['num_tasks'], entry['num_seeds']) == (2, e.num_seeds)
       assert all(np.isfinite(entry['episode_returns']))
@@ -243,8 +246,13 @@ def test_results_json_follows_the_contract_and_the_report_is_written(
   assert baseline['algorithm'] == 'ppo'
   assert baseline['episodes_of_experience_per_episode'] == 4  # smoke actors
   source = saved['methods']['source']['test']
-  assert source['algorithm'] == 'noise_distillation'
+  assert source['algorithm'] == 'q_learning'
   assert source['episodes_of_experience_per_episode'] == 1
+  # Whole runs: 5 PPO updates of one 20-step episode; 100 steps.
+  assert baseline['num_episodes'] == source['num_episodes'] == 5
+  versus = saved['ad_versus']['rl_baseline']['test']
+  assert versus['algorithm'] == 'ppo'
+  assert versus['experience_episodes'] == e.num_episodes
   assert saved['seconds']['eval'] > 0
 
   with np.load(os.path.join(workdir, 'eval', 'returns.npz')) as raw:
@@ -284,12 +292,51 @@ def test_summary_reports_regret_and_the_first_episode_at_80pct():
   assert 'cumulative_regret' not in evaluate._summarise(returns, None)
 
 
+def test_ad_and_a_multi_actor_learner_share_the_experience_axis():
+  # Optimum 10. AD: one episode of experience per point, 80% at episode 4.
+  # The learner pools 4 actors: each point of its stream cost 4 episodes of
+  # experience, so its 80% at stream episode 3 is 12 episodes of experience.
+  summarise = lambda curve: evaluate._summarise(
+    np.array([[curve]]), np.array([10.0])
+  )
+  learner = summarise([2.0, 6.0, 9.0, 10.0])
+  learner.update(algorithm='ppo', episodes_of_experience_per_episode=4)
+  results = {
+    'env': 'dark_room',
+    'optimal_return': {'test': 10.0, 'train': None},
+    'methods': {
+      'ad': {'test': summarise([0.0, 4.0, 6.0, 8.0, 10.0, 10.0])},
+      'source': {'test': learner},
+    },
+  }
+  versus = evaluate.ad_versus_learners(results)
+  got = versus['source']['test']
+  assert got['ad_experience_to_80pct'] == 4
+  assert got['learner_experience_to_80pct'] == 12
+  assert got['experience_ratio'] == pytest.approx(3.0)
+  # Over AD's 6 episodes of experience: AD gives up 10+6+4+2+0+0 = 22; the
+  # learner's first stream episode (4 of experience at 2) gives up 4 x 8,
+  # then 2 of the next at 6 give up 2 x 4: 40.
+  assert got['experience_episodes'] == 6
+  assert got['ad_regret'] == pytest.approx(22.0)
+  assert got['learner_regret'] == pytest.approx(40.0)
+  assert got['regret_ratio'] == pytest.approx(22.0 / 40.0)
+  # A learner curve shorter than AD's experience has no regret to compare.
+  assert evaluate.regret_over_experience([2.0], 4, 6, 10.0) is None
+  summary = report.summary_markdown(results | {'ad_versus': versus})
+  row = '| source (ppo) | test | 4 | 12 | 3.00x | 6 | 22.0 | 40.0 | 0.55 |'
+  assert row in summary
+
+
 @pytest.mark.slow  # learning check
 def test_rl_baseline_learns_from_scratch_beside_a_demonstrator_source(
   tmp_path,
 ):
   config = dark_room.get_config('smoke')
-  assert config.source.algorithm == 'noise_distillation'  # a demonstrator
+  # A demonstrator source, as in the ad_epsilon preset.
+  config.source = dark_room.get_config('ad_epsilon').source
+  config.source.config.num_steps = 100
+  assert config.source.algorithm == 'noise_distillation'
   config.evaluation.update(num_episodes=8, num_test_tasks=1, num_train_tasks=0)
   config.evaluation.methods = ('rl_baseline',)
   config.evaluation.rl_baseline.algorithm = ''
@@ -303,7 +350,8 @@ def test_rl_baseline_learns_from_scratch_beside_a_demonstrator_source(
   source = results['methods']['source']['test']
   assert baseline['algorithm'] == 'q_learning'
   assert source['algorithm'] == 'noise_distillation'
-  assert len(baseline['episode_returns']) == 8
+  # Its whole run (Q-learning's default 4,000 steps), not AD's 8 episodes.
+  assert len(baseline['episode_returns']) == 200
   # Two different learners on the same tasks and seeds.
   assert baseline['episode_returns'] != source['episode_returns']
   summary = report.summary_markdown(results)

@@ -24,9 +24,9 @@ def test_a_workdir_of_another_config_is_refused_and_eval_changes_allowed(
     main.check_workdir(other, workdir)
   # Evaluation settings may change: eval runs again on the same checkpoints.
   hotter = dark_room.get_config('smoke')
-  hotter.evaluation.temperature = 0.5
+  hotter.evaluation.temperature = 1.0
   assert main.check_workdir(hotter, workdir) == {
-    'evaluation.temperature': (1.0, 0.5)
+    'evaluation.temperature': (0.5, 1.0)
   }
   with open(os.path.join(workdir, 'config.json')) as f:
     assert json.load(f)['train']['num_steps'] == 20
