@@ -16,9 +16,16 @@ FAMILIES = (
   'dark_key_to_door',
   'adversarial_bandit',
 )
-# Shorter runs than the presets' (same algorithm and settings otherwise):
-# the check is about the first steps, before any reward tells tasks apart.
-SHORT = {'num_steps': 600, 'num_updates': 6}
+# Shorter runs and smaller networks than the presets' (same algorithm and
+# exploration settings otherwise): the check is about the first steps,
+# before any reward tells tasks apart, and small is quick to compile.
+SHORT = {
+  'num_steps': 600,
+  'num_updates': 6,
+  'hidden': (16,),
+  'num_epochs': 1,
+  'num_minibatches': 1,
+}
 
 
 def _acts_on_the_task_before_a_reward(config, algorithm, settings) -> bool:
