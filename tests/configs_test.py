@@ -37,7 +37,7 @@ PRESETS = ('smoke', None, 'paper')
 # Presets beyond these three, per config.
 EXTRA_PRESETS = {
   'dark_room': ('ad_epsilon', 'ppo'),
-  'dark_room_hard': ('ad_epsilon', 'coverage'),
+  'dark_room_hard': ('ad_epsilon', 'coverage', 'q_learning'),
   'dark_key_to_door': ('ad_epsilon', 'coverage'),
 }
 SECTIONS = (
@@ -129,17 +129,22 @@ def test_every_preset_builds_every_section_consistently(name, preset):
   steps = steps_per_history(config)  # the learner's whole stream
   episode = params.max_steps_in_episode
   # A history keeps episodes 0, k, 2k, ...: from shapes alone its length is
-  # known where episodes last `episode` steps.
+  # known where episodes last `episode` steps, or where all are kept.
   every = config.histories.subsample_every
-  assert every == 1 or name not in ENDS_EARLY
-  kept = -(-(steps // episode) // every) * episode
-  # Windows fit in a history, and every history has the expert episodes ED
-  # keeps (each episode lasts at most `episode` steps).
-  assert config.data.window_steps <= kept
-  if config.ed.expert_episodes > kept // episode:
-    # Shapes cannot show it (a source whose episodes end early, at a goal
-    # or a door, holds more): its real histories must.
-    check_expert_windows(config, min(config.histories.num_tasks, 256))
+  if every == 1 or name not in ENDS_EARLY:
+    kept = -(-(steps // episode) // every) * episode
+    # Windows fit in a history, and every history has the expert episodes
+    # ED keeps (each episode lasts at most `episode` steps).
+    assert config.data.window_steps <= kept
+    if config.ed.expert_episodes > kept // episode:
+      # Shapes cannot show it (a source whose episodes end early, at a goal
+      # or a door, holds more): its real histories must.
+      check_expert_windows(config, min(config.histories.num_tasks, 256))
+  else:
+    # Kept episodes of varying length: only real histories bound a
+    # history's length (the loader names one too short for the windows),
+    # and none can promise ED's expert windows.
+    assert 'ed' not in config.train.methods
   if name not in ENDS_EARLY:
     # Fixed-length episodes: ED's expert steps are known in advance.
     assert config.ed.expert_episodes * episode >= config.data.window_steps
