@@ -25,7 +25,16 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from algdist import agents, checkpoints, envs, files, model, rollout, train
+from algdist import (
+  agents,
+  checkpoints,
+  envs,
+  files,
+  model,
+  rollout,
+  scores,
+  train,
+)
 
 # Rollouts of the model per jitted call: tasks are chunked to stay below it,
 # so that paper-scale task counts do not hold every cache at once.
@@ -115,107 +124,6 @@ def _optimal_returns(env, tasks) -> np.ndarray | None:
     return np.asarray(env.optimal_return(tasks), np.float64)
   except NotImplementedError:
     return None
-
-
-def _summarise(returns_NxRxE, optimal_N) -> dict:
-  """One method on one split: the results.json entry (DESIGN.md)."""
-  num_tasks, num_seeds, _ = returns_NxRxE.shape
-  flat = returns_NxRxE.reshape(num_tasks * num_seeds, -1).astype(np.float64)
-  # Keep the episodes every rollout finished (a short source run can end
-  # before E); NaN never reaches the JSON.
-  finished = np.all(np.isfinite(flat), axis=0)
-  count = int(np.argmin(finished)) if not finished.all() else flat.shape[1]
-  flat = flat[:, :count]
-  mean = flat.mean(0)
-  entry = {
-    'episode_returns': [float(x) for x in mean],
-    'episode_returns_std': [float(x) for x in flat.std(0)],
-    # Standard error of the mean over tasks x seeds: the uncertainty of the
-    # curve itself (plots band it), where std is the spread of rollouts.
-    'episode_returns_sem': [
-      float(x) for x in flat.std(0) / np.sqrt(flat.shape[0])
-    ],
-    'last_episode_return': float(mean[-1]) if count else None,
-    'num_tasks': int(num_tasks),
-    'num_seeds': int(num_seeds),
-    'num_episodes': count,
-  }
-  if optimal_N is not None and count:
-    best = float(np.mean(optimal_N))
-    entry['fraction_of_optimal'] = float(mean[-1] / max(best, 1e-12))
-    # Regret: the return given up against the optimum, summed over episodes
-    # (for a bandit, where a pull is an episode, the usual cumulative regret).
-    entry['cumulative_regret'] = float(np.sum(best - mean))
-    # Speed of in-context learning: the first episode (1-based) whose mean
-    # return reaches 80% of optimal, or null if none does.
-    reached = np.flatnonzero(mean >= 0.8 * best)
-    entry['first_episode_reaching_80pct'] = (
-      int(reached[0]) + 1 if reached.size else None
-    )
-  return entry
-
-
-def regret_over_experience(
-  mean_E, per_episode: int, experience: int, best: float
-) -> float | None:
-  """Return given up against `best` over the first `experience` episodes of
-  experience of a curve whose each episode cost `per_episode` of them (a
-  learner pooling that many actors); None when the curve is shorter."""
-  full, part = divmod(experience, per_episode)
-  mean_E = np.asarray(mean_E, np.float64)
-  if len(mean_E) < full + (part > 0):
-    return None
-  regret = per_episode * np.sum(best - mean_E[:full])
-  if part:
-    regret += part * (best - mean_E[full])
-  return float(regret)
-
-
-def ad_versus_learners(results: dict) -> dict:
-  """AD against each RL learner run from scratch ('source', 'rl_baseline'),
-  per split, on one axis: episodes of environment experience.
-
-  For each: the experience each needs to first reach 80% of optimal and
-  their ratio (learner / AD: how many times less experience AD needs), and
-  the cumulative regret of both over the same experience, AD's horizon
-  (ratio AD / learner: below 1, AD gave up less return).
-  """
-  methods = results['methods']
-  out = {}
-  for name in ('source', 'rl_baseline'):
-    if 'ad' not in methods or name not in methods:
-      continue
-    by_split = {}
-    for split, ad in methods['ad'].items():
-      learner = methods[name].get(split)
-      best = results['optimal_return'].get(split)
-      if learner is None or best is None or not ad['episode_returns']:
-        continue
-      per = learner['episodes_of_experience_per_episode']
-      to_80 = lambda first, k: None if first is None else first * k
-      ad_80 = to_80(ad.get('first_episode_reaching_80pct'), 1)
-      learner_80 = to_80(learner.get('first_episode_reaching_80pct'), per)
-      experience = len(ad['episode_returns'])
-      ad_regret = regret_over_experience(
-        ad['episode_returns'], 1, experience, best
-      )
-      learner_regret = regret_over_experience(
-        learner['episode_returns'], per, experience, best
-      )
-      ratio = lambda a, b: None if a is None or not b else float(a / b)
-      by_split[split] = {
-        'algorithm': learner.get('algorithm'),
-        'experience_episodes': experience,
-        'ad_experience_to_80pct': ad_80,
-        'learner_experience_to_80pct': learner_80,
-        'experience_ratio': ratio(learner_80, ad_80),
-        'ad_regret': ad_regret,
-        'learner_regret': learner_regret,
-        'regret_ratio': ratio(ad_regret, learner_regret),
-      }
-    if by_split:
-      out[name] = by_split
-  return out
 
 
 def _restore(config, workdir: str, method: str):
@@ -396,13 +304,13 @@ def evaluate(config, workdir: str, progress: bool = True) -> dict:
       for s in ('test', 'train')
     },
     'methods': {
-      m: {s: {**_summarise(r[s], optimal[s]), **extra[m]} for s in r}
+      m: {s: {**scores.summarise(r[s], optimal[s]), **extra[m]} for s in r}
       for m, r in returns.items()
     },
     'temperature': float(e.temperature),
     'num_episodes': int(e.num_episodes),
   }
-  results['ad_versus'] = ad_versus_learners(results)
+  results['ad_versus'] = scores.ad_versus_learners(results)
   directory = os.path.join(workdir, 'eval')
   # Earlier stages' wall times, as the command line records them.
   seconds = files.read_json(os.path.join(workdir, 'seconds.json'), {})
@@ -510,7 +418,7 @@ def evaluate_prompts(
     rows = []
     for epsilon, r in zip(epsilons, returns_PxNxRxE, strict=True):
       prompt = r[..., :num_prompt_episodes]
-      entry = _summarise(r[..., num_prompt_episodes:], optimal_N)
+      entry = scores.summarise(r[..., num_prompt_episodes:], optimal_N)
       entry.update(epsilon=float(epsilon), prompt_return=float(prompt.mean()))
       if optimal_N is not None:
         entry['prompt_fraction_of_optimal'] = float(

@@ -108,10 +108,7 @@ def _method_label(name: str, entry: dict) -> str:
   if name in ('source', 'rl_baseline'):
     label += f' ({entry.get("algorithm", "?")})'
     actors = entry.get('episodes_of_experience_per_episode', 1)
-    if actors > 1:
-      # One point per episode of one actor's stream; the learner had
-      # `actors` episodes of experience for each.
-      label += f', {actors} episodes of experience per episode'
+    label += f', {actors} actors' if actors > 1 else ''  # pooled experience
   return label
 
 
@@ -123,15 +120,12 @@ def _ordered_methods(results: dict) -> list[str]:
 
 
 def in_context_curves(results: dict, path: str) -> None:
-  """Return per episode against episodes of environment experience, test
-  and train panels, as a PNG.
-
-  One axis for all methods: a learner pooling k actors spends k episodes of
-  experience per point of its curve, AD and ED one. Each line is the mean
-  over tasks x seeds, its band the standard error of that mean (older
-  results without it: one standard deviation); the dashed line is the mean
-  optimal return. A log axis when a learner's curve runs far past the
-  models'; the legend sits below the panels, off the curves.
+  """Return per episode against episodes of environment experience (a
+  learner pooling k actors spends k per point of its curve, AD and ED one),
+  test and train panels, as a PNG. Lines are means over tasks x seeds,
+  bands their standard error (older results: one standard deviation), the
+  dashed line the mean optimal return; a log axis when a learner's curve
+  runs far past the models'; the legend below the panels, off the curves.
   """
   splits = [
     s
@@ -156,12 +150,11 @@ def in_context_curves(results: dict, path: str) -> None:
       experience = per * np.arange(1, len(mean) + 1)
       spans.append(experience[-1])
       colour = _METHOD_STYLE.get(name, (name, None))[1]
-      label = _method_label(name, entry)
-      line = ax.plot(experience, mean, lw=2, color=colour, label=label)[0]
+      line = ax.plot(experience, mean, lw=2, color=colour)[0]
       ax.fill_between(
         experience, mean - band, mean + band, alpha=0.25, color=line.get_color()
       )
-      handles.setdefault(label, line)
+      handles.setdefault(_method_label(name, entry), line)
     optimal = results.get('optimal_return', {}).get(split)
     if optimal is not None:
       handles['optimal'] = ax.axhline(optimal, color='k', ls='--', lw=1)
@@ -248,10 +241,19 @@ def summary_markdown(results: dict) -> str:
 
 def _versus_markdown(versus: dict) -> list[str]:
   """Lines of the AD-against-its-RL-learners table (empty without one)."""
-  if not versus:
-    return []
   show = lambda x, fmt='{}': '-' if x is None else fmt.format(x)
-  lines = [
+  rows = [
+    f'| {_METHOD_STYLE[name][0]} ({v["algorithm"]}) | {split} | '
+    f'{show(v["ad_experience_to_80pct"])} | '
+    f'{show(v["learner_experience_to_80pct"])} | '
+    f'{show(v["experience_ratio"], "{:.2f}x")} | {v["experience_episodes"]} '
+    f'| {show(v["ad_regret"], "{:.1f}")} | '
+    f'{show(v["learner_regret"], "{:.1f}")} | '
+    f'{show(v["regret_ratio"], "{:.2f}")} |'
+    for name, by_split in versus.items()
+    for split, v in by_split.items()
+  ]
+  return rows and [
     '',
     '## AD against RL learners from scratch, in episodes of experience',
     '',
@@ -263,19 +265,8 @@ def _versus_markdown(versus: dict) -> list[str]:
     '| learner | split | AD to 80% | learner to 80% | ratio | experience '
     '| AD regret | learner regret | ratio |',
     '|---|---|---|---|---|---|---|---|---|',
+    *rows,
   ]
-  for name, by_split in versus.items():
-    for split, v in by_split.items():
-      label = f'{_METHOD_STYLE.get(name, (name,))[0]} ({v["algorithm"]})'
-      lines.append(
-        f'| {label} | {split} | {show(v["ad_experience_to_80pct"])} | '
-        f'{show(v["learner_experience_to_80pct"])} | '
-        f'{show(v["experience_ratio"], "{:.2f}x")} | '
-        f'{v["experience_episodes"]} | {show(v["ad_regret"], "{:.1f}")} | '
-        f'{show(v["learner_regret"], "{:.1f}")} | '
-        f'{show(v["regret_ratio"], "{:.2f}")} |'
-      )
-  return lines
 
 
 def write_report(workdir: str) -> dict:

@@ -20,6 +20,7 @@ from algdist import (
   model,
   report,
   rollout,
+  scores,
   sequence,
   train,
 )
@@ -282,21 +283,21 @@ def test_results_json_follows_the_contract_and_the_report_is_written(
 def test_summary_reports_regret_and_the_first_episode_at_80pct():
   # Two tasks (optimum 10 and 20, mean 15) x one seed, four episodes.
   returns = np.array([[[0.0, 4.0, 8.0, 10.0]], [[0.0, 16.0, 20.0, 20.0]]])
-  entry = evaluate._summarise(returns, np.array([10.0, 20.0]))
+  entry = scores.summarise(returns, np.array([10.0, 20.0]))
   np.testing.assert_allclose(entry['episode_returns'], [0, 10, 14, 15])
   assert entry['cumulative_regret'] == pytest.approx(15 + 5 + 1 + 0)
   assert entry['first_episode_reaching_80pct'] == 3  # 14 >= 0.8 x 15
   assert entry['fraction_of_optimal'] == pytest.approx(1.0)
-  never = evaluate._summarise(returns * 0.1, np.array([10.0, 20.0]))
+  never = scores.summarise(returns * 0.1, np.array([10.0, 20.0]))
   assert never['first_episode_reaching_80pct'] is None
-  assert 'cumulative_regret' not in evaluate._summarise(returns, None)
+  assert 'cumulative_regret' not in scores.summarise(returns, None)
 
 
 def test_ad_and_a_multi_actor_learner_share_the_experience_axis():
   # Optimum 10. AD: one episode of experience per point, 80% at episode 4.
   # The learner pools 4 actors: each point of its stream cost 4 episodes of
   # experience, so its 80% at stream episode 3 is 12 episodes of experience.
-  summarise = lambda curve: evaluate._summarise(
+  summarise = lambda curve: scores.summarise(
     np.array([[curve]]), np.array([10.0])
   )
   learner = summarise([2.0, 6.0, 9.0, 10.0])
@@ -309,7 +310,7 @@ def test_ad_and_a_multi_actor_learner_share_the_experience_axis():
       'source': {'test': learner},
     },
   }
-  versus = evaluate.ad_versus_learners(results)
+  versus = scores.ad_versus_learners(results)
   got = versus['source']['test']
   assert got['ad_experience_to_80pct'] == 4
   assert got['learner_experience_to_80pct'] == 12
@@ -322,7 +323,7 @@ def test_ad_and_a_multi_actor_learner_share_the_experience_axis():
   assert got['learner_regret'] == pytest.approx(40.0)
   assert got['regret_ratio'] == pytest.approx(22.0 / 40.0)
   # A learner curve shorter than AD's experience has no regret to compare.
-  assert evaluate.regret_over_experience([2.0], 4, 6, 10.0) is None
+  assert scores.regret_over_experience([2.0], 4, 6, 10.0) is None
   summary = report.summary_markdown(results | {'ad_versus': versus})
   row = '| source (ppo) | test | 4 | 12 | 3.00x | 6 | 22.0 | 40.0 | 0.55 |'
   assert row in summary

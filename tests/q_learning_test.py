@@ -159,3 +159,41 @@ def test_bootstrap_truncated_changes_only_the_time_limit_target():
   assert float(q_end.q[last]) == reward  # truncation ended the target
   # Optimistic initial values (1) of the first cell flow into the target.
   assert float(q_boot.q[last]) > reward
+
+
+def test_observe_episode_return_gives_rows_after_the_key_their_own_values():
+  """Dark Key-to-Door under a random policy: with the option the table has
+  a second block of rows, for steps after the episode's first reward (the
+  key), and only steps after a reward update it."""
+  env, params = envs.make('dark_key_to_door')
+  task = env.tasks(params, 'train', num=1, seed=2)
+  task = jax.tree.map(lambda x: x[0], task)
+  settings = dict(
+    num_steps=2000, epsilon_start=1.0, epsilon_end=1.0, initial_value=0.0
+  )
+  config, make_train = agents.get(
+    'q_learning', observe_episode_return=True, **settings
+  )
+  state, history = jax.jit(make_train(config, env))(jax.random.key(0), task)
+  cells = params.size**2
+  assert state.q.shape == (2 * cells, 5)
+  # Which steps came after a reward in their episode.
+  reward = np.asarray(history.reward[0])
+  start = np.asarray(history.episode_start[0])
+  paid, after = 0.0, []
+  for r, s in zip(reward, start, strict=True):
+    paid = 0.0 if s else paid
+    after.append(paid > 0)
+    paid += r
+  after = np.asarray(after)
+  assert after.any() and not after.all()
+  # Zero-initialised values change only where a target was non-zero; the
+  # second block's rows are the cells visited after a reward.
+  obs = np.asarray(history.obs[0])
+  visited_after = {int(x) * params.size + int(y) for x, y in obs[after]}
+  changed = np.flatnonzero(np.any(np.asarray(state.q)[cells:] != 0, -1))
+  assert set(changed.tolist()) <= visited_after
+  assert changed.size > 0
+  without, make_train = agents.get('q_learning', **settings)
+  plain, _ = jax.jit(make_train(without, env))(jax.random.key(0), task)
+  assert plain.q.shape == (cells, 5)

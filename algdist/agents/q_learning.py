@@ -11,7 +11,9 @@ one actor after another (each update sees the ones before it). Truncation is
 treated as terminal, as everywhere in `algdist.agents`, unless
 `bootstrap_truncated`: then a truncated step bootstraps from the next
 episode's first observation, as if the stream of episodes were one
-continuing task (Dark Room restarts in the same cell).
+continuing task (Dark Room restarts in the same cell). With
+`observe_episode_return` the table has a second row per observation for the
+steps after the episode's first reward (Key-to-Door: holding the key).
 """
 
 from __future__ import annotations
@@ -53,6 +55,11 @@ class Config:
   # target): with optimistic values, a truncated episode then does not pull
   # the values of the cells it ended in towards 0.
   bootstrap_truncated: bool = False
+  # Index the table by (observation, whether this episode has paid any
+  # reward yet): two rows per observation. On Dark Key-to-Door that bit is
+  # "holds the key", which (x, y) alone cannot tell (PPO's
+  # observe_episode_return, for a table).
+  observe_episode_return: bool = False
 
 
 CONFIGS = {'q_learning': Config()}
@@ -158,9 +165,16 @@ def make_train(config: Config, env):
   num_actors = config.num_actors
 
   def train(key, task_params):
-    low, strides, rows = table_layout(env, task_params)
+    low, strides, obs_rows = table_layout(env, task_params)
     num_actions = _discrete_actions(env, task_params)
-    row_of = lambda obs: ((obs.astype(jnp.int32) - low) * strides).sum(-1)
+    paid_rows = 2 if config.observe_episode_return else 1
+    rows = obs_rows * paid_rows
+
+    def row_of(obs, ep_return):
+      row = ((obs.astype(jnp.int32) - low) * strides).sum(-1)
+      if config.observe_episode_return:
+        row = row + obs_rows * (ep_return > 0)
+      return row
 
     def _update_one(q, transition):
       row, action, reward, done, next_row = transition
@@ -169,11 +183,11 @@ def make_train(config: Config, env):
       return q.at[row, action].add(config.learning_rate * error), None
 
     def _update_step(carry, xs):
-      q, actors = carry
+      q, actors, ep_return = carry  # ep_return [H]: this episode's so far
       key_t, t = xs
       key_explore, key_random, key_tie, key_env = jax.random.split(key_t, 4)
       epsilon = epsilon_at(config, t)
-      row = row_of(actors.obs)
+      row = row_of(actors.obs, ep_return)
       values = q[row]  # [H, A]
       # Uniform picks among each actor's greedy actions.
       noise = jax.random.uniform(key_tie, values.shape)
@@ -184,15 +198,17 @@ def make_train(config: Config, env):
       action = jnp.where(explore, random, greedy)
       actors, step = base.step_actors(env, task_params, key_env, actors, action)
       ends = step.terminated if config.bootstrap_truncated else step.done
+      # next_obs opens the next episode where this one ended (auto-reset).
+      ep_return = jnp.where(step.done, 0.0, ep_return + step.reward)
       transitions = (
         row,
         step.action,
         step.reward,
         ends.astype(jnp.float32),
-        row_of(step.next_obs),
+        row_of(step.next_obs, ep_return),
       )
       q, _ = jax.lax.scan(_update_one, q, transitions)
-      return (q, actors), (step.history(), epsilon)
+      return (q, actors, ep_return), (step.history(), epsilon)
 
     key_reset, key_scan = jax.random.split(key)
     actors = base.reset_actors(env, task_params, key_reset, num_actors)
@@ -201,7 +217,9 @@ def make_train(config: Config, env):
       jax.random.split(key_scan, config.num_steps),
       jnp.arange(config.num_steps),
     )
-    (q, _), (history, epsilon) = jax.lax.scan(_update_step, (q, actors), xs)
+    ep_return = jnp.zeros((num_actors,), jnp.float32)
+    carry = (q, actors, ep_return)
+    (q, _, _), (history, epsilon) = jax.lax.scan(_update_step, carry, xs)
     state = QState(q=q, epsilon=epsilon[-1])
     return state, base.stream_major(history)
 
