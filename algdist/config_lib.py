@@ -41,6 +41,28 @@ def source(algorithm: str, **settings) -> ml_collections.ConfigDict:
   return c
 
 
+def optimistic_q_learning(
+  *, num_steps: int, initial_value: float = 1.0, **settings
+) -> ml_collections.ConfigDict:
+  """The dark grid worlds' RL source (issue 18; RESULTS.md): tabular
+  Q-learning whose values start optimistic (the greedy policy tries what it
+  has not, so early episodes explore systematically from reward alone),
+  step size 1, discount 0.9, bootstrapping through the time limit (so the
+  learners end optimal), epsilon 0.2 -> 0 over 80% of `num_steps`."""
+  return source(
+    'q_learning',
+    num_steps=num_steps,
+    learning_rate=1.0,
+    discount=0.9,
+    epsilon_start=0.2,
+    epsilon_end=0.0,
+    epsilon_decay_fraction=0.8,
+    initial_value=initial_value,
+    bootstrap_truncated=True,
+    **settings,
+  )
+
+
 def model(
   *,
   context_steps: int,

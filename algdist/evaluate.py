@@ -59,7 +59,8 @@ def make_source_returns_fn(
 ) -> tuple[Callable, int]:
   """Jitted `fn(keys [N, R], tasks [N]) -> returns [N, R, E]` of the source
   algorithm learning from scratch over its whole run (its actor 0's
-  stream: E episodes), and its actors per learner.
+  stream: E = T // the episode limit, the episodes every run holds; where
+  episodes end early a run holds more), and its actors per learner.
 
   The whole run, not the models' E: "how much experience does the source
   need" has no answer on a curve cut short. A learner with A actors

@@ -69,18 +69,12 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   # episodes earn, so the greedy policy tries what it has not (systematic
   # exploration from reward alone); step size 1; discount 0.9, bootstrapping
   # through the 20-step time limit (treated as terminal, truncation pulls
-  # the values of the cells an episode ends in towards 0 and a quarter of
-  # learners ended below 90%); epsilon 0.2 -> 0 over 80% of 200 episodes.
-  config.source = config_lib.source(
-    'q_learning',
+  # the values of the cells an episode ends in towards 0: the learners
+  # ended at 0.81 of optimal, 58% of them >= 90%; with it 0.96 and 90%);
+  # epsilon 0.2 -> 0 over 80% of 200 episodes.
+  config.source = config_lib.optimistic_q_learning(
     num_steps=4000,  # env steps per learner: 200 episodes
-    learning_rate=1.0,
-    discount=0.9,
-    epsilon_start=0.2,
-    epsilon_end=0.0,
-    epsilon_decay_fraction=0.8,
     initial_value=1.0,
-    bootstrap_truncated=True,
   )
 
   config.histories = ml_collections.ConfigDict()

@@ -55,21 +55,17 @@ import ml_collections
 
 from algdist import config_lib
 
+# 'default' is what no preset gives.
+PRESETS = ('smoke', 'default', 'paper', 'ad_epsilon', 'coverage', 'q_learning')
+
 
 def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
-  """The Dark Room Hard experiment; `preset` is None, 'smoke' or 'paper'."""
+  """The Dark Room Hard experiment; `preset` is None or one of PRESETS."""
   preset = preset or 'default'
-  if preset not in (
-    'smoke',
-    'default',
-    'paper',
-    'ad_epsilon',
-    'coverage',
-    'q_learning',
-  ):
+  if preset not in PRESETS:
     raise ValueError(
-      f"Unknown preset '{preset}' for dark_room_hard: use smoke, paper, "
-      'ad_epsilon, coverage, q_learning, or none.'
+      f"Unknown preset '{preset}' for dark_room_hard: use one of "
+      f'{", ".join(PRESETS[:1] + PRESETS[2:])} or none.'
     )
   config = ml_collections.ConfigDict()
   config.preset = preset  # which preset this config came from
@@ -178,16 +174,8 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     # x 4 learners: 80% of learners >= 90% over their last ten episodes; 9%
     # never find a corner goal 14 to 16 steps out (trying every action of
     # every cell on the way costs steps a 20-step episode does not have).
-    config.source = config_lib.source(
-      'q_learning',
-      num_steps=8000,
-      learning_rate=1.0,
-      discount=0.9,
-      epsilon_start=0.2,
-      epsilon_end=0.0,
-      epsilon_decay_fraction=0.8,
-      initial_value=0.5,
-      bootstrap_truncated=True,
+    config.source = config_lib.optimistic_q_learning(
+      num_steps=8000, initial_value=0.5
     )
     config.histories.update(
       num_tasks=225, learners_per_task=4, learners_per_shard=300

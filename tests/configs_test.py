@@ -38,7 +38,7 @@ PRESETS = ('smoke', None, 'paper')
 EXTRA_PRESETS = {
   'dark_room': ('ad_epsilon', 'ppo'),
   'dark_room_hard': ('ad_epsilon', 'coverage', 'q_learning'),
-  'dark_key_to_door': ('ad_epsilon', 'coverage'),
+  'dark_key_to_door': ('ad_epsilon', 'coverage', 'ppo'),
 }
 SECTIONS = (
   'env',

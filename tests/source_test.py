@@ -30,24 +30,33 @@ SHORT = {
 
 def _acts_on_the_task_before_a_reward(config, algorithm, settings) -> bool:
   """Whether a learner run with one key on two tasks acts differently
-  before any of its streams earns a different reward."""
+  before any of its streams observes a difference (a reward, or a cell
+  where a family's start depends on the task)."""
   env, params = envs.make(config.env.name, **config.env.overrides.to_dict())
   algorithm_config, make_train = agents.get(algorithm, **settings)
   train = jax.jit(make_train(algorithm_config, env))
-  tasks = env.tasks(params, 'train', num=2, seed=1)
+  tasks = env.tasks(params, 'train', num=8, seed=1)
   key = jax.random.key(3)  # one key: only the task differs
-  runs = [
-    train(key, jax.tree.map(lambda x, i=i: x[i], tasks))[1] for i in (0, 1)
-  ]
+  _, history = jax.vmap(train, (None, 0))(key, tasks)
+  # Two tasks whose first observations agree (where a family's start cell
+  # depends on the task, e.g. never the key's cell, not every pair does).
+  first = np.asarray(history.obs)[:, ..., 0, :].reshape(8, -1)
+  same = [i for i in range(1, 8) if np.array_equal(first[0], first[i])]
+  assert same, 'no two tasks start alike'
+  runs = [jax.tree.map(lambda x, i=i: x[i], history) for i in (0, same[0])]
   flat = lambda x: np.asarray(x).reshape(-1, x.shape[-1])  # [H, T]
   reward = [flat(h.reward) for h in runs]
   action = [flat(h.action) for h in runs]
+  obs = [np.asarray(h.obs).reshape(*reward[0].shape, -1) for h in runs]
   assert not np.array_equal(reward[0], reward[1]), 'the tasks never differed'
-  # A learner pools its actor streams, so the first step at which any
-  # stream's reward differs ends the identical prefix of all of them (the
-  # action at that step was chosen before the reward).
-  differs = np.flatnonzero(np.any(reward[0] != reward[1], axis=0))
-  until = differs[0] + 1
+  # A learner pools its actor streams: the first step at which any stream
+  # observes something different ends the identical prefix of all of them.
+  # An action is chosen on its step's observation, before its reward.
+  seen = np.any(obs[0] != obs[1], axis=(0, 2))  # [T]
+  paid = np.any(reward[0] != reward[1], axis=0)  # [T]
+  ends = np.flatnonzero(seen | np.concatenate([[False], paid[:-1]]))
+  until = ends[0] if ends.size else reward[0].shape[1]
+  assert until > 0, 'the tasks differ in their first observation'
   return not np.array_equal(action[0][:, :until], action[1][:, :until])
 
 
