@@ -37,8 +37,9 @@ PRESETS = ('smoke', None, 'paper')
 # Presets beyond these three, per config.
 EXTRA_PRESETS = {
   'dark_room': ('ad_epsilon', 'ppo'),
-  'dark_room_hard': ('ad_epsilon', 'coverage', 'q_learning'),
+  'dark_room_hard': ('ad_epsilon', 'coverage', 'ppo'),
   'dark_key_to_door': ('ad_epsilon', 'coverage', 'ppo'),
+  'adversarial_bandit': ('ucb',),
 }
 SECTIONS = (
   'env',

@@ -217,7 +217,7 @@ def test_killed_generation_resumes_to_the_identical_dataset(tmp_path):
     'algdist.main',
     '--config',
     # PPO learners: slow enough per shard for the kill to land mid-run.
-    'configs/dark_room.py',
+    'configs/dark_room.py:ppo',
     '--mode',
     'generate',
   ]

@@ -20,7 +20,7 @@ FAMILIES = (
 # exploration settings otherwise): the check is about the first steps,
 # before any reward tells tasks apart, and small is quick to compile.
 SHORT = {
-  'num_steps': 600,
+  'num_steps': 2000,
   'num_updates': 6,
   'hidden': (16,),
   'num_epochs': 1,
