@@ -30,15 +30,16 @@ sees, and AD trained on those streams stays flat on held-out goals
 (RESULTS.md).
 
 Expected (2-core CPU, Python 3.12, JAX 0.11.2, measured; RESULTS.md).
-Default: 2 min 39 s for every stage (1,024 histories from 4% to 96% of
-optimal over their last ten kept episodes in 4 s; AD 2,000 and ED 200
-updates; evaluation 18 s). Last of 40 in-context episodes, 16 held-out
-goals x 5 seeds, temperature 0.5: AD 15.33 of 16.56 (92.5% of optimal;
-first at 80% in episode 21), ED 0.53 (3%); Q-learning from scratch first
-at 80% after 137 episodes (6.5x AD's); AD's regret over 40 episodes 0.39x
-the source's over the same 40. `:ad_epsilon`: AD 93.7% after 100
-episodes (first at 80% in episode 57), PPO from scratch first at 80% after
-192 episodes of experience. `:ppo`: AD 3% after 40 episodes, flat.
+Default: 2 min 3 s (fresh clone, quiet) to 2 min 39 s for every stage
+(1,024 histories from 4% to 96% of optimal over their last ten kept
+episodes in 4 s; AD 2,000 and ED 200 updates; evaluation 14 to 18 s).
+Last of 40 in-context episodes, 16 held-out goals x 5 seeds, temperature
+0.5: AD 15.33 of 16.56 (92.5% of optimal; first at 80% in episode 21), ED
+0.53 (3%); Q-learning from scratch first at 80% after 137 episodes (6.5x
+AD's); AD's regret over 40 episodes 0.39x the source's over the same 40.
+`:ad_epsilon`: AD 93.7% after 100 episodes (first at 80% in episode 57),
+PPO from scratch first at 80% after 192 episodes of experience. `:ppo`:
+AD 3% after 40 episodes, flat.
 """
 
 import ml_collections
