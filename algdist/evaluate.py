@@ -5,7 +5,8 @@ rolls out AD and ED on held-out and training tasks and runs the baselines
 (the source algorithm and optionally another RL learner from scratch, a
 random policy, the optimum) on the same tasks and episode axis, one function
 per method (`_METHODS`); it writes WORKDIR/eval/results.json (contract in
-DESIGN.md) and returns.npz. `evaluate_prompts`: paper Fig. 5.
+DESIGN.md; its scores, AD against its source among them, come from
+`algdist.scores`) and returns.npz. `evaluate_prompts`: paper Fig. 5.
 
 Shape letters: see the glossary in algdist/__init__.py. R counts
 rollouts per task (seeds).
