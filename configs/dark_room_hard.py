@@ -23,7 +23,7 @@ actors; for accelerators), `ad_epsilon` (noise-distilled histories),
 `coverage` (a learner that sweeps unvisited cells; AD learns to search).
 
 Measured (RESULTS.md; 2-core CPU, Python 3.12, JAX 0.11.2). Default: 4 min
-14 s for every stage (900 Q-learning histories of 8,000 steps, 80% of
+14 s for every stage (900 Q-learning histories of 8,000 steps, 78% of
 learners >= 90% of optimal over their last ten episodes; AD 2,000
 updates; no ED). AD reaches the goal in 22.8% of the last of 50 in-context
 episodes on the 64 held-out goals x 5 seeds (temperature 0.5, chosen on
