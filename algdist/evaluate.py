@@ -73,12 +73,12 @@ def make_source_returns_fn(
   )
   learn = make_train(algorithm_config, env)
   max_length = rollout.episode_length(task_template)
-  _, history = jax.eval_shape(learn, jax.random.key(0), task_template)
-  num_episodes = max(1, history.reward.shape[-1] // max_length)
 
   def returns(key, task):
     _, history = learn(key, task)  # [H, T]
     stream = jax.tree.map(lambda x: x[0], history)
+    # T is static while tracing: the whole run's episodes, no extra trace.
+    num_episodes = max(1, stream.reward.shape[-1] // max_length)
     return rollout.stream_episode_returns(stream, num_episodes, max_length)
 
   fn = jax.jit(jax.vmap(jax.vmap(returns, (0, None)), (0, 0)))

@@ -23,15 +23,13 @@ def summarise(returns_NxRxE, optimal_N) -> dict:
   finished = np.all(np.isfinite(flat), axis=0)
   count = int(np.argmin(finished)) if not finished.all() else flat.shape[1]
   flat = flat[:, :count]
-  mean = flat.mean(0)
+  mean, std = flat.mean(0), flat.std(0)
   entry = {
     'episode_returns': [float(x) for x in mean],
-    'episode_returns_std': [float(x) for x in flat.std(0)],
+    'episode_returns_std': [float(x) for x in std],
     # Standard error of the mean over tasks x seeds: the uncertainty of the
     # curve itself (plots band it), where std is the spread of rollouts.
-    'episode_returns_sem': [
-      float(x) for x in flat.std(0) / np.sqrt(flat.shape[0])
-    ],
+    'episode_returns_sem': [float(x) for x in std / np.sqrt(len(flat))],
     'last_episode_return': float(mean[-1]) if count else None,
     'num_tasks': int(num_tasks),
     'num_seeds': int(num_seeds),
@@ -78,6 +76,7 @@ def ad_versus_learners(results: dict) -> dict:
   (ratio AD / learner: below 1, AD gave up less return).
   """
   methods = results['methods']
+  ratio = lambda a, b: None if a is None or not b else float(a / b)
   out = {}
   for name in ('source', 'rl_baseline'):
     if 'ad' not in methods or name not in methods:
@@ -89,17 +88,16 @@ def ad_versus_learners(results: dict) -> dict:
       if learner is None or best is None or not ad['episode_returns']:
         continue
       per = learner['episodes_of_experience_per_episode']
-      to_80 = lambda first, k: None if first is None else first * k
-      ad_80 = to_80(ad.get('first_episode_reaching_80pct'), 1)
-      learner_80 = to_80(learner.get('first_episode_reaching_80pct'), per)
+      # AD spends one episode of experience per point: its own entry's
+      # first episode at 80% and regret are already on this axis.
+      ad_80 = ad['first_episode_reaching_80pct']
+      ad_regret = ad['cumulative_regret']
+      first = learner['first_episode_reaching_80pct']
+      learner_80 = None if first is None else first * per
       experience = len(ad['episode_returns'])
-      ad_regret = regret_over_experience(
-        ad['episode_returns'], 1, experience, best
-      )
       learner_regret = regret_over_experience(
         learner['episode_returns'], per, experience, best
       )
-      ratio = lambda a, b: None if a is None or not b else float(a / b)
       by_split[split] = {
         'algorithm': learner.get('algorithm'),
         'experience_episodes': experience,
