@@ -157,7 +157,7 @@ class Attention(nn.Module):
       'bmqc,bcmk->bqmk', weights_BxMxQxC.astype(v_BxCxMxK.dtype), v_BxCxMxK
     )
 
-  def decode(self, x_BxQxD, keys_BxMxCxK, values_BxMxCxK, slots_Q, mask_QxC):
+  def decode(self, x_BxQxD, keys_BxMxKxC, values_BxMxCxK, slots_Q, mask_QxC):
     """One step's Q tokens against the cache; returns the updated cache.
 
     The step's tokens go to ring slots `slots_Q`; `mask_QxC` says which
@@ -172,16 +172,17 @@ class Attention(nn.Module):
     took most of a rollout's time).
     """
     q_BxQxMxK, k_BxQxMxK, v_BxQxMxK = self._project(x_BxQxD)
-    size = keys_BxMxCxK.shape[2]
-    # Heads-major: the products with the query read the cache in place
-    # (measured: a [B, C, M, K] cache was relaid out in full every step).
-    keys_BxMxCxK = jax.lax.dynamic_update_slice_in_dim(
-      keys_BxMxCxK,
+    size = keys_BxMxKxC.shape[3]
+    # Heads-major, keys [K, C] and values [C, K] per head: each is the
+    # right-hand matrix of its product as the CPU's matmul reads it, in
+    # place (measured: any other layout relaid a cache out every step).
+    keys_BxMxKxC = jax.lax.dynamic_update_slice_in_dim(
+      keys_BxMxKxC,
       _rope(k_BxQxMxK, slots_Q)
-      .transpose(0, 2, 1, 3)
-      .astype(keys_BxMxCxK.dtype),
+      .transpose(0, 2, 3, 1)
+      .astype(keys_BxMxKxC.dtype),
       slots_Q[0],
-      axis=2,
+      axis=3,
     )
     values_BxMxCxK = jax.lax.dynamic_update_slice_in_dim(
       values_BxMxCxK,
@@ -189,14 +190,21 @@ class Attention(nn.Module):
       slots_Q[0],
       axis=2,
     )
+    # Written once: without the barrier XLA fused each write into both of
+    # its readers (the carry and the product), copying the whole cache
+    # twice per layer and step to do so; 5x slower rollouts at 1,024
+    # steps of context (BENCHMARKS.md).
+    keys_BxMxKxC, values_BxMxCxK = jax.lax.optimization_barrier(
+      (keys_BxMxKxC, values_BxMxCxK)
+    )
     # Both rotations of the query in one product: the cache is read once.
     queries_Bx2QxMxK = jnp.concatenate(
       [_rope(q_BxQxMxK, slots_Q), _rope(q_BxQxMxK, slots_Q + size)], axis=1
     )
     logits_BxMx2QxC = jnp.einsum(
-      'bqmk,bmck->bmqc',
+      'bqmk,bmkc->bmqc',
       queries_Bx2QxMxK,
-      keys_BxMxCxK,
+      keys_BxMxKxC,
       preferred_element_type=jnp.float32,
     )
     this_lap, last_lap = jnp.split(logits_BxMx2QxC, 2, axis=2)
@@ -213,14 +221,14 @@ class Attention(nn.Module):
       weights_BxMxQxC.astype(values_BxMxCxK.dtype),
       values_BxMxCxK,
     )
-    return self.out(out_BxQxMxK), (keys_BxMxCxK, values_BxMxCxK)
+    return self.out(out_BxQxMxK), (keys_BxMxKxC, values_BxMxCxK)
 
 
 @struct.dataclass
 class Cache:
   """Ring buffer of the last `context_steps` env steps' keys and values."""
 
-  keys: tuple[jax.Array, ...]  # per layer [B, M, C, K], rotated by slot
+  keys: tuple[jax.Array, ...]  # per layer [B, M, K, C], rotated by slot
   values: tuple[jax.Array, ...]  # per layer [B, M, C, K]
   slot_pos: jax.Array  # [C] int32 absolute token index in each slot; -1 empty
   step: jax.Array  # [] int32 env steps decoded so far (index of the next)
@@ -229,13 +237,13 @@ class Cache:
 def init_cache(config: ModelConfig, batch: int) -> Cache:
   """An empty cache for `batch` rollouts stepped in lockstep."""
   config.validate()
-  shape = (batch, config.num_heads, config.context_tokens, config.head_dim)
-  zeros = tuple(
+  heads, size = (batch, config.num_heads), config.context_tokens
+  zeros = lambda *shape: tuple(
     jnp.zeros(shape, config.compute_dtype) for _ in range(config.num_layers)
   )
   return Cache(
-    keys=zeros,
-    values=zeros,
+    keys=zeros(*heads, config.head_dim, size),
+    values=zeros(*heads, size, config.head_dim),
     slot_pos=jnp.full((config.context_tokens,), -1, jnp.int32),
     step=jnp.zeros((), jnp.int32),
   )

@@ -267,13 +267,13 @@ class Transformer(nn.Module):
     )
     mask_QxC = visible(query_pos_Q, slot_pos_C, cfg)
     keys, values = [], []
-    for block, k_BxMxCxK, v_BxMxCxK in zip(
+    for block, k_BxMxKxC, v_BxMxCxK in zip(
       self.blocks, cache.keys, cache.values, strict=True
     ):
-      x_BxQxD, (k_BxMxCxK, v_BxMxCxK) = block.decode(
-        x_BxQxD, k_BxMxCxK, v_BxMxCxK, slots_Q, mask_QxC
+      x_BxQxD, (k_BxMxKxC, v_BxMxCxK) = block.decode(
+        x_BxQxD, k_BxMxKxC, v_BxMxCxK, slots_Q, mask_QxC
       )
-      keys.append(k_BxMxCxK)
+      keys.append(k_BxMxKxC)
       values.append(v_BxMxCxK)
     logits_BxA = self._logits(x_BxQxD[:, -1])
     new_cache = Cache(
