@@ -280,11 +280,13 @@ def bench_train_tokens(
     compile_s = time.perf_counter() - start
     holder = [state]
 
-    def updates():
-      holder[0], metrics = chunk(holder[0], TRAIN_CHUNK)
+    def updates(num=TRAIN_CHUNK):
+      holder[0], metrics = chunk(holder[0], num)
       return metrics
 
-    # Compiled ahead of time: no untimed call (a third of the row's time).
+    # The chunk's length is traced: one update warms it up (the first call
+    # after compiling runs slower), a tenth of a full untimed chunk's time.
+    jax.block_until_ready(updates(1))
     seconds = time_call(updates, repeats=2, warmup=False)[0] / TRAIN_CHUNK
   tokens_per_s = batch * steps / seconds
   flops = model.flops_per_token(cfg, obs.shape) * tokens_per_s

@@ -2,18 +2,24 @@
 
 A checkpoint of update s, in WORKDIR/checkpoints/<method>/s, holds the
 TrainState ('state': parameters, optimizer state, step, RNG key bits) and
-'meta' ({'data_position', 'method'}). The data position needs no restoring:
-it is the step (see input_pipeline). A checkpoint written by another model
-is refused with a CheckpointError naming the first array that differs,
-before orbax reads anything.
+'meta' ({'data_position', 'method', 'config', 'num_steps'}). The data
+position needs no restoring: it is the step (see input_pipeline). 'config'
+holds the training fields of the config that wrote it
+(`config_lib.training_fields`) and 'num_steps' its training horizon:
+a checkpoint of another config is refused (`check_provenance`) and one
+short of its horizon is a partly trained model (`Provenance.finished`).
+A checkpoint written by another model is refused with a CheckpointError
+naming the first array that differs, before orbax reads anything.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from algdist import config_lib, model
@@ -43,15 +49,99 @@ def make_manager(
   )
 
 
-def save(manager, step: int, state, method: str) -> None:
-  """Saves `state` as checkpoint `step` (asynchronously)."""
+@dataclasses.dataclass(frozen=True)
+class Provenance:
+  """What the newest checkpoint of a method was made from."""
+
+  step: int  # its update
+  num_steps: int | None  # the horizon it trained towards; None: not recorded
+  config: dict | None  # its training fields; None: not recorded
+
+  @property
+  def finished(self) -> bool:
+    return self.num_steps is None or self.step >= self.num_steps
+
+
+def save(
+  manager, step: int, state, method: str, config: dict, num_steps: int
+) -> None:
+  """Saves `state` as checkpoint `step` (asynchronously), with the training
+  fields `config` and horizon `num_steps` of the run writing it.
+
+  Non-finite parameters are never saved: a checkpoint is always a model
+  worth resuming or evaluating.
+  """
+  finite = jax.tree.map(lambda x: jnp.isfinite(x).all(), state.params)
+  if not all(jax.device_get(jax.tree.leaves(finite))):
+    raise FloatingPointError(
+      f'{method}: the parameters at update {step} are not finite; no '
+      f'checkpoint is written for it (the last good one, '
+      f'{manager.latest_step()}, is kept). Lower train.learning_rate or '
+      'raise train.warmup_steps, then run again to resume from it.'
+    )
+  meta = {
+    'data_position': step,
+    'method': method,
+    'config': config,
+    'num_steps': num_steps,
+  }
   manager.save(
     step,
     args=ocp.args.Composite(
-      state=ocp.args.StandardSave(state),
-      meta=ocp.args.JsonSave({'data_position': step, 'method': method}),
+      state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
     ),
   )
+
+
+def provenance(workdir: str, method: str) -> Provenance | None:
+  """The newest checkpoint of `method` and what made it; None without one."""
+  path = directory(workdir, method)
+  if not os.path.isdir(path):
+    return None
+  manager = make_manager(path, keep=None, create=False)
+  try:
+    step = manager.latest_step()
+    if step is None:
+      return None
+    meta = manager.restore(
+      step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
+    )['meta']
+  except Exception as e:  # noqa: BLE001  (any unreadable metadata)
+    raise CheckpointError(
+      f'The metadata of the newest checkpoint in {path} cannot be read '
+      f'({type(e).__name__}: {e}). Delete that step folder to fall back to '
+      'the one before it, or delete the folder to train from scratch.'
+    ) from e
+  finally:
+    manager.close()
+  return Provenance(
+    step=int(step), num_steps=meta.get('num_steps'), config=meta.get('config')
+  )
+
+
+def changed_fields(found: Provenance | None, config: dict) -> list[str]:
+  """'field: saved -> now' of each training field that differs from the
+  newest checkpoint's (none without a checkpoint or a record)."""
+  if found is None or found.config is None:
+    return []
+  names = sorted(set(found.config) | set(config))
+  return [
+    f'{k}: {found.config.get(k)!r} -> {config.get(k)!r}'
+    for k in names
+    if found.config.get(k) != config.get(k)
+  ]
+
+
+def check_provenance(found: Provenance | None, config: dict, path: str):
+  """Refuses a checkpoint written under another training config."""
+  changed = changed_fields(found, config)
+  if changed:
+    raise CheckpointError(
+      f'The checkpoints in {path} (newest: update {found.step}) were trained '
+      f'with another config ({"; ".join(changed)}). Use the config they were '
+      f'trained with, another --workdir, or delete {path} to train from '
+      'scratch.'
+    )
 
 
 def _path(path) -> str:

@@ -11,6 +11,8 @@ evaluation build the same model from.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 
 import jax
 import jax.numpy as jnp
@@ -185,6 +187,9 @@ def evaluation(*, num_episodes: int) -> ml_collections.ConfigDict:
   # explore). Choose it on training tasks, never on held-out ones.
   c.temperature = 1.0
   c.seed = 0  # seeds rollouts
+  # Evaluate a model whose training stopped short of train.num_steps (its
+  # results are marked partial); by default such a model is refused.
+  c.allow_partial = False
   # What to evaluate: the distilled models, and the baselines on the same
   # tasks and episode axis.
   c.methods = ('ad', 'ed', 'source', 'random')
@@ -238,3 +243,59 @@ def model_config(
   )
   cfg.validate()
   return cfg, obs
+
+
+def flatten(config) -> dict:
+  """{'section.field': value} of a ConfigDict (as its JSON record has it)
+  or of such a record read back (a dict)."""
+
+  def walk(tree, prefix):
+    if not isinstance(tree, dict):
+      return {prefix: tree}
+    out = {}
+    for key, value in tree.items():
+      out.update(walk(value, f'{prefix}.{key}' if prefix else key))
+    return out
+
+  if not isinstance(config, dict):
+    config = json.loads(config.to_json_best_effort())
+  return walk(config, '')
+
+
+# Fields that say how a run is carried out, not what it computes: changing
+# one changes no history, weight or score, so no stage reruns for it.
+BOOKKEEPING = (
+  'train.methods',
+  'train.log_every',
+  'train.eval_every',
+  'train.checkpoint_every',
+  'train.keep_checkpoints',
+  'data.verify',
+  'data.num_threads',
+  'data.num_validation_windows',
+)
+
+
+def fields(config, sections: tuple[str, ...]) -> dict:
+  """The fields of `sections`, bookkeeping left out: what a stage that
+  reads only those sections computes from."""
+  return {
+    k: v
+    for k, v in flatten(config).items()
+    if k.split('.')[0] in sections and k not in BOOKKEEPING
+  }
+
+
+def fingerprint(config, sections: tuple[str, ...]) -> str:
+  """A hash of `fields`: equal fingerprints, equal outputs."""
+  text = json.dumps(fields(config, sections), sort_keys=True)
+  return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# What a trained model depends on (ED also on the `ed` section).
+TRAINING_SECTIONS = ('env', 'source', 'histories', 'model', 'data', 'train')
+
+
+def training_fields(config, method: str) -> dict:
+  """What a checkpoint of `method` records and is checked by."""
+  return fields(config, TRAINING_SECTIONS + (('ed',) if method == 'ed' else ()))

@@ -29,6 +29,7 @@ import tqdm
 from algdist import (
   agents,
   checkpoints,
+  config_lib,
   envs,
   files,
   model,
@@ -129,21 +130,51 @@ def _optimal_returns(env, tasks) -> np.ndarray | None:
 
 
 def _restore(config, workdir: str, method: str):
-  """`(ModelConfig, params)`, or None (logged) when there is no checkpoint.
+  """`(ModelConfig, params, extra entries of results.json)`, or None
+  (logged) when there is no checkpoint.
 
-  Only a missing checkpoint is skipped: one that does not fit the config
-  raises (checkpoints.CheckpointError says how to fix it).
+  Only a missing checkpoint is skipped: one of another config or model
+  raises (checkpoints.CheckpointError says how to fix it), and so does a
+  partly trained one unless evaluation.allow_partial.
   """
   directory = checkpoints.directory(workdir, method)
-  steps = os.listdir(directory) if os.path.isdir(directory) else []
-  if not any(name.isdigit() for name in steps):
+  found = checkpoints.provenance(workdir, method)
+  if found is None:
     logging.warning(
       'Skipping %s in evaluation: no checkpoint in %s (run --mode train).',
       method,
       directory,
     )
     return None
-  return checkpoints.restore_params(config, workdir, method)
+  checkpoints.check_provenance(
+    found, config_lib.training_fields(config, method), directory
+  )
+  if not found.finished and not config.evaluation.allow_partial:
+    raise checkpoints.CheckpointError(
+      f'{method} is partly trained (update {found.step} of '
+      f'{found.num_steps} in {directory}): run --mode train to finish it, '
+      'or pass --config.evaluation.allow_partial=True to evaluate it as it '
+      'is (its results are then marked partial).'
+    )
+  cfg, params = checkpoints.restore_params(config, workdir, method)
+  extra = {'checkpoint_step': found.step, 'partial': not found.finished}
+  return cfg, params, extra
+
+
+def provenance(config, workdir: str) -> dict:
+  """What results.json is made from: the config (sharding aside, which
+  changes no score) and the newest checkpoint of each model evaluated.
+  Results are current exactly when this equals their recorded one."""
+  sections = tuple(k for k in config.keys() if k != 'sharding')
+  steps = {}
+  for method in train.METHODS:
+    if method in config.evaluation.methods:
+      found = checkpoints.provenance(workdir, method)
+      steps[method] = None if found is None else found.step
+  return {
+    'config': config_lib.fingerprint(config, sections),
+    'checkpoints': steps,
+  }
 
 
 @dataclasses.dataclass
@@ -174,7 +205,7 @@ def _model_returns(stage: _Stage, method: str):
   restored = _restore(stage.config, stage.workdir, method)
   if restored is None:
     return None
-  cfg, params = restored
+  cfg, params, extra = restored
   net = model.Transformer(cfg)
   if cfg not in stage.model_fns:
     policy = rollout.model_policy(net, e.temperature)
@@ -197,7 +228,7 @@ def _model_returns(stage: _Stage, method: str):
       os.path.join(stage.workdir, 'eval', f'{method}_test.gif'),
       temperature=e.temperature,
     )
-  return returns, {'episodes_of_experience_per_episode': 1}
+  return returns, {'episodes_of_experience_per_episode': 1, **extra}
 
 
 def _random_returns(stage: _Stage, method: str):
@@ -313,6 +344,7 @@ def evaluate(config, workdir: str, progress: bool = True) -> dict:
     'num_episodes': int(e.num_episodes),
   }
   results['ad_versus'] = scores.ad_versus_learners(results)
+  results['provenance'] = provenance(config, workdir)
   directory = os.path.join(workdir, 'eval')
   # Earlier stages' wall times, as the command line records them.
   seconds = files.read_json(os.path.join(workdir, 'seconds.json'), {})
@@ -405,7 +437,7 @@ def evaluate_prompts(
     restored = _restore(config, workdir, method)
     if restored is None:
       continue
-    cfg, params = restored
+    cfg, params, _ = restored
     returns_PxNxRxE = prompted_returns(
       env,
       model.Transformer(cfg),

@@ -28,6 +28,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import time
 
@@ -241,9 +242,43 @@ def generate(spec: Spec, directory: str, progress: bool = True) -> dict:
   return manifest
 
 
+def read_manifest(directory: str) -> dict | None:
+  """`directory`'s manifest.json, checked, or None when there is none.
+
+  Garbage, a missing entry or a shard path that leads out of `directory`
+  (every shard is a `shard_NNNNN` folder of it holding FIELDS' .npy files)
+  raises DatasetError naming the file: nothing is read from elsewhere.
+  """
+  path = os.path.join(directory, 'manifest.json')
+  remedy = f'Delete {directory} and run --mode generate again.'
+  manifest = files.read_json(path, remedy=remedy)
+  if manifest is None:
+    return None
+  allowed = {f'{field}.npy' for field in FIELDS + OPTIONAL_FIELDS}
+  shards = manifest.get('shards')
+  if not isinstance(shards, list):
+    raise DatasetError(f'{path} has no list of shards. {remedy}')
+  for shard in shards:
+    name = shard.get('name') if isinstance(shard, dict) else None
+    names = shard.get('files') if isinstance(shard, dict) else None
+    if (
+      not isinstance(name, str)
+      or not re.fullmatch(r'shard_\d{5}', name)
+      or not isinstance(names, dict)
+      or not set(names) <= allowed
+    ):
+      raise DatasetError(
+        f'{path} lists a shard {name!r} with files '
+        f'{sorted(names) if isinstance(names, dict) else names!r}: a shard is '
+        f'a shard_NNNNN folder of {directory} holding '
+        f'{", ".join(sorted(allowed))}. {remedy}'
+      )
+  return manifest
+
+
 def _resume_manifest(spec: Spec, directory: str) -> dict | None:
   """The manifest to continue from, or None to start afresh."""
-  manifest = files.read_json(os.path.join(directory, 'manifest.json'))
+  manifest = read_manifest(directory)
   if manifest is None:
     return None
   if manifest.get('spec') != spec.fingerprint():
@@ -292,7 +327,7 @@ def load(directory: str, verify: bool = True, mmap: bool = True) -> Dataset:
   read. `verify` checks every file's size and sha256 against the manifest and
   raises DatasetError naming the bad shard and what to do.
   """
-  manifest = files.read_json(os.path.join(directory, 'manifest.json'))
+  manifest = read_manifest(directory)
   if manifest is None:
     raise DatasetError(
       f'No dataset at {directory} (no manifest.json); run '

@@ -12,7 +12,6 @@ report (plots and a markdown summary).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -23,7 +22,15 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from algdist import evaluate, files, histories, report, train
+from algdist import (
+  checkpoints,
+  config_lib,
+  evaluate,
+  files,
+  histories,
+  report,
+  train,
+)
 
 _CONFIG = config_flags.DEFINE_config_file(
   'config',
@@ -50,37 +57,15 @@ def default_workdir(config_path: str, preset: str) -> str:
   )
 
 
-# Sections whose change makes a workdir's histories or checkpoints stale.
-# 'evaluation' may change freely (eval runs again); 'sharding' too (orbax
-# restores a checkpoint into any layout).
-_FIXED_SECTIONS = (
-  'preset',
-  'env',
-  'source',
-  'histories',
-  'model',
-  'data',
-  'train',
-  'ed',
-)
-
-
-def _flatten(tree, prefix=''):
-  if not isinstance(tree, dict):
-    return {prefix: tree}
-  out = {}
-  for key, value in tree.items():
-    out.update(_flatten(value, f'{prefix}.{key}' if prefix else key))
-  return out
-
-
 def config_changes(config, workdir: str) -> dict[str, tuple]:
   """Fields whose value differs from the workdir's config.json: old, new."""
-  saved = files.read_json(os.path.join(workdir, 'config.json'))
+  saved = files.read_json(
+    os.path.join(workdir, 'config.json'),
+    remedy="It only records the last run's config: delete it and run again.",
+  )
   if saved is None:
     return {}
-  old = _flatten(saved)
-  new = _flatten(json.loads(config.to_json_best_effort()))
+  old, new = config_lib.flatten(saved), config_lib.flatten(config)
   return {
     k: (old.get(k), new.get(k))
     for k in sorted(set(old) | set(new))
@@ -89,21 +74,44 @@ def config_changes(config, workdir: str) -> dict[str, tuple]:
 
 
 def check_workdir(config, workdir: str) -> dict[str, tuple]:
-  """Refuses a workdir made with another config; returns the changes.
+  """Refuses a workdir whose histories or checkpoints were made with
+  another config; returns the changes from its config.json.
 
-  Only changes to sections that later stages may rerun are allowed.
+  Each stage's output records what it was made from (the manifest its
+  dataset spec, each checkpoint its training fingerprint), so a change is
+  refused only where a finished output depends on it: a field corrected
+  before that stage ran (a bad window size, a learning rate after a NaN
+  with no good checkpoint) is accepted, and evaluation settings always are.
   """
   changes = config_changes(config, workdir)
-  fixed = {
-    k: v for k, v in changes.items() if k.split('.')[0] in _FIXED_SECTIONS
-  }
-  if fixed:
-    lines = '\n'.join(
-      f'  {k}: {old!r} -> {new!r}' for k, (old, new) in fixed.items()
+  stale = []
+  directory = os.path.join(workdir, 'histories')
+  manifest = histories.read_manifest(directory)
+  spec = histories.spec_from_config(config).fingerprint()
+  if manifest is not None and manifest.get('spec') != spec:
+    stale.append(f'the histories in {directory}')
+  changed = set()
+  for method in train.METHODS:
+    found = checkpoints.provenance(workdir, method)
+    fields = config_lib.training_fields(config, method)
+    differ = checkpoints.changed_fields(found, fields)
+    if differ:
+      stale.append(
+        f'the {method} checkpoints in {checkpoints.directory(workdir, method)}'
+      )
+      changed.update(differ)
+  if stale:
+    changed.update(
+      f'{k}: {old!r} -> {new!r}'
+      for k, (old, new) in changes.items()
+      if k.split('.')[0] in ('env', 'source', 'histories')
     )
+    lines = ''.join(f'  {line}\n' for line in sorted(changed))
     raise ValueError(
-      f'{workdir} holds a run of another configuration:\n{lines}\n'
-      'Use another --workdir for this one, or delete that workdir.'
+      f'{workdir} holds {" and ".join(stale)}, made with another config'
+      + (f':\n{lines}' if lines else '. ')
+      + 'Use another --workdir for this one, or delete what was made with '
+      'the other.'
     )
   return changes
 
@@ -126,13 +134,75 @@ def record_seconds(workdir: str, stage: str, seconds: float, add: bool):
   files.write_json(path, table)
 
 
+# (field, test, what is allowed): ranges checked before anything is written.
+_RANGES = (
+  ('histories.num_tasks', lambda v: v >= 1, '>= 1'),
+  ('histories.learners_per_task', lambda v: v >= 1, '>= 1'),
+  ('histories.learners_per_shard', lambda v: v >= 1, '>= 1'),
+  ('histories.subsample_every', lambda v: v >= 1, '>= 1'),
+  ('data.validation_tasks', lambda v: 0 <= v < 1, 'in [0, 1)'),
+  ('train.num_steps', lambda v: v >= 1, '>= 1'),
+  ('train.batch_size', lambda v: v >= 1, '>= 1'),
+  ('train.learning_rate', lambda v: v > 0, '> 0'),
+  ('train.log_every', lambda v: v >= 1, '>= 1'),
+  ('train.eval_every', lambda v: v >= 1, '>= 1'),
+  ('train.checkpoint_every', lambda v: v >= 1, '>= 1'),
+  ('train.keep_checkpoints', lambda v: v >= 1, '>= 1'),
+  ('ed.num_steps', lambda v: v >= 0, '>= 0 (0: train.num_steps)'),
+  ('evaluation.num_episodes', lambda v: v >= 1, '>= 1'),
+  ('evaluation.num_seeds', lambda v: v >= 1, '>= 1'),
+  ('evaluation.num_test_tasks', lambda v: v >= -1, '>= 0, or -1 for all'),
+  ('evaluation.num_train_tasks', lambda v: v >= -1, '>= 0, or -1 for all'),
+  ('evaluation.temperature', lambda v: v >= 0, '>= 0 (0: greedy)'),
+)
+
+
+def validate_config(config) -> None:
+  """Raises ValueError (one line: the field, its value, what is allowed)
+  for a config no stage could run, before anything is written."""
+  fields = config_lib.flatten(config)
+  for name, ok, allowed in _RANGES:
+    if name in fields and not ok(fields[name]):
+      raise ValueError(f'{name}={fields[name]!r}: must be {allowed}.')
+  if 'ed' in config.train.methods and config.ed.expert_episodes < 1:
+    raise ValueError(
+      f'ed.expert_episodes={config.ed.expert_episodes}: must be >= 1 to '
+      "train ED (or leave 'ed' out of train.methods)."
+    )
+  unknown = set(config.train.methods) - set(train.METHODS)
+  if unknown:
+    raise ValueError(
+      f'train.methods has {sorted(unknown)}: use some of {train.METHODS}.'
+    )
+  unknown = set(config.evaluation.methods) - set(evaluate.METHODS)
+  if unknown:
+    raise ValueError(
+      f'evaluation.methods has {sorted(unknown)}: use some of '
+      f'{evaluate.METHODS}.'
+    )
+  model, _ = config_lib.model_config(config)  # the model's own checks
+  train.make_optimizer(config.train)  # warmup within the horizon
+  if config.data.window_steps < model.context_steps:
+    raise ValueError(
+      f'data.window_steps={config.data.window_steps}: must be >= '
+      f'model.context_steps={model.context_steps}.'
+    )
+
+
 def run(config, workdir: str, mode: str = 'all') -> None:
-  """Runs `mode` (one stage, or all of them) of the experiment in `workdir`."""
-  changes = check_workdir(config, workdir)
+  """Runs `mode` (one stage, or all of them) of the experiment in `workdir`.
+
+  The config is checked before anything is written, and one run at a time
+  holds the workdir (`files.workdir_lock`).
+  """
+  validate_config(config)
+  with files.workdir_lock(workdir):
+    _run(config, workdir, mode)
+
+
+def _run(config, workdir: str, mode: str) -> None:
+  check_workdir(config, workdir)
   results = os.path.join(workdir, 'eval', 'results.json')
-  # Evaluation is the one stage with no resume of its own: skip it when its
-  # results exist for exactly this config.
-  eval_done = os.path.exists(results) and not changes
   write_config(config, workdir)
   stages = STAGES if mode == 'all' else (mode,)
   if 'generate' in stages:
@@ -169,7 +239,6 @@ def run(config, workdir: str, mode: str = 'all') -> None:
       if summary['updates_run']:
         seconds = time.perf_counter() - start
         record_seconds(workdir, 'train', seconds, add=True)
-      eval_done = eval_done and summary['updates_run'] == 0
       print(
         f'{method}: {summary["step"]} updates, {summary["num_params"]:,} '
         f'parameters, loss {summary.get("loss", float("nan")):.3f}, held-out '
@@ -179,8 +248,22 @@ def run(config, workdir: str, mode: str = 'all') -> None:
       )
     report.training_curves(workdir, config.train.methods)
 
-  if 'eval' in stages and (mode == 'eval' or not eval_done):
-    evaluate.evaluate(config, workdir)
+  if 'eval' in stages or 'report' in stages:
+    # Results are current when they record what they were made from and
+    # that equals what this config and the newest checkpoints are now.
+    remedy = 'Delete it and run --mode eval.'
+    recorded = files.read_json(results, remedy=remedy)
+    current = recorded is not None and recorded.get(
+      'provenance'
+    ) == evaluate.provenance(config, workdir)
+    if 'eval' in stages and (mode == 'eval' or not current):
+      evaluate.evaluate(config, workdir)
+    elif mode == 'report' and recorded is not None and not current:
+      raise files.FileError(
+        f'{results} was made from another config or other checkpoints than '
+        'this run has now; run --mode eval (or --mode all) to bring it up '
+        'to date.'
+      )
   if 'report' in stages:
     written = report.write_report(workdir)
     with open(written['summary']) as f:
@@ -229,7 +312,25 @@ def main(argv):
   workdir = _WORKDIR.value or default_workdir(
     flags.FLAGS['config'].config_filename, config.preset
   )
-  run(config, workdir, _MODE.value)
+  try:
+    run(config, workdir, _MODE.value)
+  except _USER_ERRORS as e:
+    # Bad input and bad files: one line saying what and what to do, no
+    # traceback (--verbosity=1 shows it).
+    if flags.FLAGS['verbosity'].present:
+      raise
+    sys.exit(f'FATAL {type(e).__name__}: {e}')
+
+
+# What a user's config, files or data can cause; anything else is a bug and
+# keeps its traceback.
+_USER_ERRORS = (
+  ValueError,
+  FloatingPointError,
+  files.FileError,
+  histories.DatasetError,
+  checkpoints.CheckpointError,
+)
 
 
 if __name__ == '__main__':

@@ -17,11 +17,17 @@ from collections.abc import Callable, Iterator
 
 import jax
 
+from algdist import files
+
 
 class MetricWriter:
   """JSON lines always, TensorBoard where tensorboardX is installed."""
 
-  def __init__(self, directory: str, name: str):
+  def __init__(self, directory: str, name: str, resume_step: int = 0):
+    """Continues WORKDIR/metrics/<name>.jsonl from update `resume_step`
+    (the checkpoint a run resumes from): rows after it, which the resumed
+    run writes again, are dropped, and so is a line a kill cut short (with
+    a warning)."""
     self._enabled = jax.process_index() == 0
     self._path = os.path.join(directory, f'{name}.jsonl')
     self._jsonl = None
@@ -29,6 +35,7 @@ class MetricWriter:
     if not self._enabled:
       return
     os.makedirs(directory, exist_ok=True)
+    self._keep_until(resume_step)
     self._jsonl = open(self._path, 'a')  # noqa: SIM115  (closed in close())
     try:
       from tensorboardX import SummaryWriter  # noqa: PLC0415
@@ -36,6 +43,25 @@ class MetricWriter:
       self._tb = SummaryWriter(os.path.join(directory, 'tensorboard', name))
     except ImportError:
       logging.info('tensorboardX not installed: JSON-lines metrics only.')
+
+  def _keep_until(self, step: int) -> None:
+    if not os.path.exists(self._path):
+      return
+    with open(self._path) as f:
+      lines = f.read().splitlines()
+    kept = []
+    for number, line in enumerate(lines, 1):
+      try:
+        row = json.loads(line)
+      except json.JSONDecodeError:
+        logging.warning(
+          'Dropping line %d of %s, cut short: %r.', number, self._path, line
+        )
+        continue
+      if row.get('step', 0) <= step:
+        kept.append(line)
+    if len(kept) != len(lines):
+      files.write_text(self._path, ''.join(line + '\n' for line in kept))
 
   def last_row(self) -> dict:
     """The newest row written so far (by this run or the one it resumes)."""

@@ -247,10 +247,15 @@ def train_and_evaluate(
     inputs = model.example_steps(cfg, obs.shape, obs.dtype)
     init, abstract = state_layout(net, optimizer, inputs, mesh, rules)
     latest = manager.latest_step()
+    recorded = config_lib.training_fields(config, method)
     if latest is None:
       state = init_state(init, abstract, t.seed)
     else:
+      # Another model's arrays are named first, then any other change.
       state = checkpoints.restore_state(manager, latest, abstract, ckpt_dir)
+      checkpoints.check_provenance(
+        checkpoints.provenance(workdir, method), recorded, ckpt_dir
+      )
       logging.info('Resuming %s from update %d.', method, latest)
     start = int(state.step)
     pipeline = input_pipeline.make_pipeline(
@@ -286,7 +291,7 @@ def train_and_evaluate(
     writer = stack.enter_context(
       contextlib.closing(
         metrics.MetricWriter(
-          os.path.join(workdir, 'metrics'), f'train_{method}'
+          os.path.join(workdir, 'metrics'), f'train_{method}', start
         )
       )
     )
@@ -328,7 +333,7 @@ def train_and_evaluate(
           f'{last["tokens_per_s"]:,.0f} tok/s',
         )
       if step % t.checkpoint_every == 0 or at_end:
-        checkpoints.save(manager, step, state, method)
+        checkpoints.save(manager, step, state, method, recorded, t.num_steps)
   return {
     'method': method,
     'step': int(state.step),

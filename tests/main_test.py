@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from algdist import main
+from algdist import checkpoints, histories, main, train
 from configs import dark_room
 
 
@@ -16,20 +16,45 @@ def test_a_workdir_of_another_config_is_refused_and_eval_changes_allowed(
 ):
   workdir = str(tmp_path)
   config = dark_room.get_config('smoke')
+  config.train.update(num_steps=4, warmup_steps=1, checkpoint_every=4)
+  config.data.num_validation_windows = 0
   main.write_config(config, workdir)
-  assert main.check_workdir(config, workdir) == {}
+  # Nothing made yet: any field may still change (a corrected value).
   other = dark_room.get_config('smoke')
   other.train.num_steps = 30
-  with pytest.raises(ValueError, match=r'train.num_steps: 20 -> 30'):
+  assert main.check_workdir(other, workdir)['train.num_steps'] == (4, 30)
+  histories.generate(
+    histories.spec_from_config(config),
+    os.path.join(workdir, 'histories'),
+    progress=False,
+  )
+  train.train_and_evaluate(config, workdir, 'ad', progress=False)
+  # A checkpoint was trained with num_steps=4: a change is refused...
+  other = dark_room.get_config('smoke')
+  other.train.update(num_steps=30, warmup_steps=1, checkpoint_every=4)
+  other.data.num_validation_windows = 0
+  with pytest.raises(
+    ValueError, match=r'(?s)ad checkpoints in .*train.num_steps: 4 -> 30'
+  ):
     main.check_workdir(other, workdir)
-  # Evaluation settings may change: eval runs again on the same checkpoints.
-  hotter = dark_room.get_config('smoke')
-  hotter.evaluation.temperature = 1.0
-  assert main.check_workdir(hotter, workdir) == {
-    'evaluation.temperature': (0.5, 1.0)
-  }
-  with open(os.path.join(workdir, 'config.json')) as f:
-    assert json.load(f)['train']['num_steps'] == 20
+  # ...also with config.json gone: the checkpoint records its own.
+  os.remove(os.path.join(workdir, 'config.json'))
+  with pytest.raises(ValueError, match='ad checkpoints in'):
+    main.check_workdir(other, workdir)
+  with pytest.raises(checkpoints.CheckpointError, match='another config'):
+    train.train_and_evaluate(other, workdir, 'ad', progress=False)
+  # Settings that change no weight (bookkeeping, evaluation) may change.
+  fine = dark_room.get_config('smoke')
+  fine.train.update(num_steps=4, warmup_steps=1, checkpoint_every=4)
+  fine.data.num_validation_windows = 0
+  fine.train.log_every = 2
+  fine.evaluation.temperature = 1.0
+  assert main.check_workdir(fine, workdir) == {}
+  # Histories of another source are refused alike.
+  source = dark_room.get_config('smoke')
+  source.histories.seed = 1
+  with pytest.raises(ValueError, match='the histories in'):
+    main.check_workdir(source, workdir)
 
 
 @pytest.mark.slow  # CLI subprocesses
