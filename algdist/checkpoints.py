@@ -15,6 +15,7 @@ naming the first array that differs, before orbax reads anything.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 
 import flax.linen as nn
@@ -22,11 +23,28 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
-from algdist import config_lib, model
+from algdist import config_lib, metrics, model
 
 
 class CheckpointError(RuntimeError):
   """A checkpoint that does not fit this run."""
+
+
+class CorruptCheckpointError(CheckpointError):
+  """A checkpoint step whose files cannot be read back."""
+
+
+def set_aside(path: str, step: int) -> str:
+  """Renames the unreadable step folder `step` of `path` to
+  corrupt_<step>[_n] (kept for inspection; managers skip it); returns the
+  new name."""
+  target = os.path.join(path, f'corrupt_{step}')
+  n = 0
+  while os.path.exists(target):
+    n += 1
+    target = os.path.join(path, f'corrupt_{step}_{n}')
+  os.rename(os.path.join(path, str(step)), target)
+  return target
 
 
 def directory(workdir: str, method: str) -> str:
@@ -76,8 +94,7 @@ def save(
     raise FloatingPointError(
       f'{method}: the parameters at update {step} are not finite; no '
       f'checkpoint is written for it (the last good one, '
-      f'{manager.latest_step()}, is kept). Lower train.learning_rate or '
-      'raise train.warmup_steps, then run again to resume from it.'
+      f'{manager.latest_step()}, is kept). {metrics.RECOVER}'
     )
   meta = {
     'data_position': step,
@@ -107,10 +124,9 @@ def provenance(workdir: str, method: str) -> Provenance | None:
       step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
     )['meta']
   except Exception as e:  # noqa: BLE001  (any unreadable metadata)
-    raise CheckpointError(
-      f'The metadata of the newest checkpoint in {path} cannot be read '
-      f'({type(e).__name__}: {e}). Delete that step folder to fall back to '
-      'the one before it, or delete the folder to train from scratch.'
+    raise CorruptCheckpointError(
+      f'{_unreadable(path, step, e)} Run --mode train: it sets that step '
+      'aside and trains it again from the one before.'
     ) from e
   finally:
     manager.close()
@@ -188,16 +204,56 @@ def _check_shapes(saved, abstract, step: int, path: str) -> None:
     )
 
 
-def restore_state(manager, step: int, abstract, path: str):
-  """The TrainState of checkpoint `step`, laid out as `abstract` says."""
-  _check_shapes(manager.item_metadata(step)['state'], abstract, step, path)
-  restored = manager.restore(
-    step,
-    args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
-    ),
+def _unreadable(path: str, step: int, e: Exception) -> CorruptCheckpointError:
+  first = (str(e).strip().splitlines() or [''])[0][:200]
+  return CorruptCheckpointError(
+    f'Checkpoint update {step} in {path} cannot be read '
+    f'({type(e).__name__}: {first}).'
   )
+
+
+def restore_state(manager, step: int, abstract, path: str):
+  """The TrainState of checkpoint `step`, laid out as `abstract` says.
+
+  Raises CheckpointError for another model's checkpoint, its subclass
+  CorruptCheckpointError for files that cannot be read back.
+  """
+  try:
+    saved = manager.item_metadata(step)['state']
+  except Exception as e:  # noqa: BLE001  (any unreadable metadata)
+    raise _unreadable(path, step, e) from e
+  if saved is None:  # orbax reads a missing _METADATA as no item
+    raise _unreadable(path, step, FileNotFoundError('no state metadata'))
+  _check_shapes(saved, abstract, step, path)
+  try:
+    restored = manager.restore(
+      step,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
+      ),
+    )
+  except Exception as e:  # noqa: BLE001  (tensorstore, JSON, missing files)
+    raise _unreadable(path, step, e) from e
   return restored['state']
+
+
+def restore_latest(manager, abstract, path: str):
+  """The TrainState of the newest readable checkpoint, or None without one.
+
+  A newest step that cannot be read (a flipped byte, a deleted file) is set
+  aside with a warning and the one before it restored: resuming from it
+  trains the lost updates again, bit for bit.
+  """
+  while (step := manager.latest_step()) is not None:
+    try:
+      return restore_state(manager, step, abstract, path)
+    except CorruptCheckpointError as e:
+      moved = set_aside(path, step)
+      logging.warning(
+        '%s Set aside as %s; resuming from the one before.', e, moved
+      )
+      manager.reload()
+  return None
 
 
 def restore_params(config, workdir: str, method: str = 'ad'):
@@ -231,7 +287,21 @@ def restore_params(config, workdir: str, method: str = 'ad'):
     step = manager.latest_step()
     if step is None:
       raise missing
-    saved = manager.item_metadata(step)['state']
+    remedy = (
+      ' Run --mode train: it sets that step aside and trains it again from '
+      'the one before.'
+    )
+    try:
+      saved = manager.item_metadata(step)['state']
+    except Exception as e:  # noqa: BLE001  (any unreadable metadata)
+      raise CorruptCheckpointError(
+        f'{_unreadable(path, step, e)}{remedy}'
+      ) from e
+    if saved is None:
+      missing = FileNotFoundError('no state metadata')
+      raise CorruptCheckpointError(
+        f'{_unreadable(path, step, missing)}{remedy}'
+      )
     _check_shapes({'params': saved['params']}, abstract, step, path)
     # The saved tree is read as its own metadata describes it (the optimizer
     # state as plain arrays): no optimizer is built, and the parameters land
@@ -239,13 +309,18 @@ def restore_params(config, workdir: str, method: str = 'ad'):
     on_device = lambda m: jax.ShapeDtypeStruct(
       m.shape, m.dtype, sharding=device
     )
-    restored = manager.restore(
-      step,
-      args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(jax.tree.map(on_device, saved)),
-        meta=ocp.args.JsonRestore(),
-      ),
-    )
+    try:
+      restored = manager.restore(
+        step,
+        args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(jax.tree.map(on_device, saved)),
+          meta=ocp.args.JsonRestore(),
+        ),
+      )
+    except Exception as e:  # noqa: BLE001  (tensorstore, JSON, missing files)
+      raise CorruptCheckpointError(
+        f'{_unreadable(path, step, e)}{remedy}'
+      ) from e
     return cfg, restored['state']['params']
   finally:
     manager.close()

@@ -131,20 +131,13 @@ def _optimal_returns(env, tasks) -> np.ndarray | None:
 
 def _restore(config, workdir: str, method: str):
   """`(ModelConfig, params, extra entries of results.json)`, or None
-  (logged) when there is no checkpoint.
-
-  Only a missing checkpoint is skipped: one of another config or model
-  raises (checkpoints.CheckpointError says how to fix it), and so does a
-  partly trained one unless evaluation.allow_partial.
-  """
+  (logged) without a checkpoint. One of another config or model raises
+  (CheckpointError says how to fix it), and so does a partly trained one
+  unless evaluation.allow_partial."""
   directory = checkpoints.directory(workdir, method)
   found = checkpoints.provenance(workdir, method)
   if found is None:
-    logging.warning(
-      'Skipping %s in evaluation: no checkpoint in %s (run --mode train).',
-      method,
-      directory,
-    )
+    logging.warning('Skipping %s: no checkpoint in %s.', method, directory)
     return None
   checkpoints.check_provenance(
     found, config_lib.training_fields(config, method), directory
@@ -166,14 +159,14 @@ def provenance(config, workdir: str) -> dict:
   changes no score) and the newest checkpoint of each model evaluated.
   Results are current exactly when this equals their recorded one."""
   sections = tuple(k for k in config.keys() if k != 'sharding')
-  steps = {}
-  for method in train.METHODS:
-    if method in config.evaluation.methods:
-      found = checkpoints.provenance(workdir, method)
-      steps[method] = None if found is None else found.step
+  found = {
+    m: checkpoints.provenance(workdir, m)
+    for m in train.METHODS
+    if m in config.evaluation.methods
+  }
   return {
     'config': config_lib.fingerprint(config, sections),
-    'checkpoints': steps,
+    'checkpoints': {m: f and f.step for m, f in found.items()},
   }
 
 

@@ -243,35 +243,27 @@ def generate(spec: Spec, directory: str, progress: bool = True) -> dict:
 
 
 def read_manifest(directory: str) -> dict | None:
-  """`directory`'s manifest.json, checked, or None when there is none.
-
-  Garbage, a missing entry or a shard path that leads out of `directory`
-  (every shard is a `shard_NNNNN` folder of it holding FIELDS' .npy files)
-  raises DatasetError naming the file: nothing is read from elsewhere.
-  """
+  """`directory`'s manifest.json, or None when there is none. Garbage, or a
+  shard that is not a shard_NNNNN folder of `directory` holding FIELDS'
+  files (a path leading elsewhere), raises naming the file."""
   path = os.path.join(directory, 'manifest.json')
   remedy = f'Delete {directory} and run --mode generate again.'
   manifest = files.read_json(path, remedy=remedy)
-  if manifest is None:
-    return None
   allowed = {f'{field}.npy' for field in FIELDS + OPTIONAL_FIELDS}
-  shards = manifest.get('shards')
-  if not isinstance(shards, list):
-    raise DatasetError(f'{path} has no list of shards. {remedy}')
-  for shard in shards:
-    name = shard.get('name') if isinstance(shard, dict) else None
-    names = shard.get('files') if isinstance(shard, dict) else None
-    if (
-      not isinstance(name, str)
-      or not re.fullmatch(r'shard_\d{5}', name)
-      or not isinstance(names, dict)
-      or not set(names) <= allowed
+  shards = [] if manifest is None else manifest.get('shards')
+  for shard in shards if isinstance(shards, list) else [{}]:
+    name, names = (
+      shard.get(k) if isinstance(shard, dict) else None
+      for k in ('name', 'files')
+    )
+    if not (
+      re.fullmatch(r'shard_\d{5}', str(name))
+      and isinstance(names, dict)
+      and set(names) <= allowed
     ):
       raise DatasetError(
-        f'{path} lists a shard {name!r} with files '
-        f'{sorted(names) if isinstance(names, dict) else names!r}: a shard is '
-        f'a shard_NNNNN folder of {directory} holding '
-        f'{", ".join(sorted(allowed))}. {remedy}'
+        f'{path} lists a shard {name!r} with files {names!r}, not a '
+        f'shard_NNNNN folder of it holding {sorted(allowed)}. {remedy}'
       )
   return manifest
 
@@ -432,53 +424,3 @@ def spec_from_config(config) -> Spec:
     subsample_every=config.histories.subsample_every,
     seed=config.histories.seed,
   )
-
-
-def generate_and_report(config, workdir: str, progress: bool = True) -> dict:
-  """The generate stage: the dataset, then its learning-curve PNG and JSON."""
-  from algdist import report  # noqa: PLC0415  (matplotlib only when needed)
-
-  spec = spec_from_config(config)
-  directory = os.path.join(workdir, 'histories')
-  manifest = generate(spec, directory, progress=progress)
-  curve_json = os.path.join(directory, 'learning_curve.json')
-  manifest_json = os.path.join(directory, 'manifest.json')
-  if os.path.exists(curve_json) and (
-    os.path.getmtime(curve_json) >= os.path.getmtime(manifest_json)
-  ):
-    return manifest  # plotted after the dataset was last written: a rerun
-  dataset = load(directory, verify=False)
-  history, length = dataset.history, dataset.length
-  task_index = dataset.task_index
-  title = (
-    f'{spec.algorithm} on {spec.env}: {manifest["num_histories"]} '
-    'learning histories'
-  )
-  path = os.path.join(directory, 'learning_curve.png')
-  env, params = envs.make(spec.env, **spec.env_overrides)
-  plot = getattr(env, 'plot_learning_curve', None)  # gymnax envs have none
-  if plot is not None:  # the family's own curve (a bandit's: regret)
-    tasks = envs.base.batch_replace(params, **manifest['tasks'])
-    summary = plot(history, length, tasks, task_index, title, path)
-    files.write_json(os.path.join(directory, 'learning_curve.json'), summary)
-    return manifest
-  num_episodes = int(np.asarray(history.episode_start).sum(-1).max())
-  curve_HxE = np.asarray(
-    episode_return_curve(
-      history,
-      length,
-      num_episodes,
-      getattr(params, 'max_steps_in_episode', None),
-    )
-  )
-  tasks = envs.base.batch_replace(params, **manifest['tasks'])
-  try:
-    optimal_H = np.asarray(env.optimal_return(tasks))[task_index]
-  except NotImplementedError:
-    optimal_H = None
-  summary = report.source_learning_curve(curve_HxE, optimal_H, title, path)
-  # NaN where no history holds a complete episode: kept, not an error.
-  files.write_json(
-    os.path.join(directory, 'learning_curve.json'), summary, allow_nan=True
-  )
-  return manifest

@@ -18,6 +18,7 @@ import re
 import sys
 import time
 
+import numpy as np
 from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
@@ -25,6 +26,7 @@ from ml_collections import config_flags
 from algdist import (
   checkpoints,
   config_lib,
+  envs,
   evaluate,
   files,
   histories,
@@ -125,6 +127,55 @@ def write_config(config, workdir: str) -> None:
   )
 
 
+def generate_stage(config, workdir: str, progress: bool = True) -> dict:
+  """The generate stage: the dataset, then its learning-curve PNG and JSON;
+  returns the manifest."""
+  spec = histories.spec_from_config(config)
+  directory = os.path.join(workdir, 'histories')
+  manifest = histories.generate(spec, directory, progress=progress)
+  curve_json = os.path.join(directory, 'learning_curve.json')
+  manifest_json = os.path.join(directory, 'manifest.json')
+  if os.path.exists(curve_json) and (
+    os.path.getmtime(curve_json) >= os.path.getmtime(manifest_json)
+  ):
+    return manifest  # plotted after the dataset was last written: a rerun
+  dataset = histories.load(directory, verify=False)
+  history, length = dataset.history, dataset.length
+  task_index = dataset.task_index
+  title = (
+    f'{spec.algorithm} on {spec.env}: {manifest["num_histories"]} '
+    'learning histories'
+  )
+  path = os.path.join(directory, 'learning_curve.png')
+  env, params = envs.make(spec.env, **spec.env_overrides)
+  plot = getattr(env, 'plot_learning_curve', None)  # gymnax envs have none
+  if plot is not None:  # the family's own curve (a bandit's: regret)
+    tasks = envs.base.batch_replace(params, **manifest['tasks'])
+    summary = plot(history, length, tasks, task_index, title, path)
+    files.write_json(os.path.join(directory, 'learning_curve.json'), summary)
+    return manifest
+  num_episodes = int(np.asarray(history.episode_start).sum(-1).max())
+  curve_HxE = np.asarray(
+    histories.episode_return_curve(
+      history,
+      length,
+      num_episodes,
+      getattr(params, 'max_steps_in_episode', None),
+    )
+  )
+  tasks = envs.base.batch_replace(params, **manifest['tasks'])
+  try:
+    optimal_H = np.asarray(env.optimal_return(tasks))[task_index]
+  except NotImplementedError:
+    optimal_H = None
+  summary = report.source_learning_curve(curve_HxE, optimal_H, title, path)
+  # NaN where no history holds a complete episode: kept, not an error.
+  files.write_json(
+    os.path.join(directory, 'learning_curve.json'), summary, allow_nan=True
+  )
+  return manifest
+
+
 def record_seconds(workdir: str, stage: str, seconds: float, add: bool):
   """Sets (or adds to) a stage's wall time in WORKDIR/seconds.json, which
   results.json reports."""
@@ -160,6 +211,14 @@ _RANGES = (
 def validate_config(config) -> None:
   """Raises ValueError (one line: the field, its value, what is allowed)
   for a config no stage could run, before anything is written."""
+  if config.env.name.startswith(envs.GYMNAX_PREFIX):
+    raise ValueError(
+      f"env.name='{config.env.name}': a gymnax environment has no task "
+      'distribution (training and held-out tasks, optimal returns) for the '
+      f'pipeline; use one of {", ".join(envs.names())}, or wrap it as an '
+      'algdist.envs.TaskFamily. Its learners run on it directly '
+      '(algdist.agents).'
+    )
   fields = config_lib.flatten(config)
   for name, ok, allowed in _RANGES:
     if name in fields and not ok(fields[name]):
@@ -206,7 +265,7 @@ def _run(config, workdir: str, mode: str) -> None:
   write_config(config, workdir)
   stages = STAGES if mode == 'all' else (mode,)
   if 'generate' in stages:
-    manifest = histories.generate_and_report(config, workdir)
+    manifest = generate_stage(config, workdir)
     # The manifest counts generation time across resumes itself.
     record_seconds(workdir, 'generate', manifest['seconds'], add=False)
     logging.info(

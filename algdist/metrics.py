@@ -126,6 +126,14 @@ def check_finite(
     f'{method}: the training loss became {fetched[bad[0]]["loss"]} at update '
     f'{update} (learning rate {lr:.3g}, gradient norm '
     f'{fetched[bad[0]]["grad_norm"]:.3g}). The last good checkpoint '
-    f'({last_checkpoint}) is kept; lower train.learning_rate or raise '
-    'train.warmup_steps, then run again to resume from it.'
+    f'({last_checkpoint}) is kept. {RECOVER}'
   )
+
+
+# What to do after a divergence. Checkpoints record the config that trained
+# them, so a changed config never resumes one of the old config's.
+RECOVER = (
+  'Lower train.learning_rate or raise train.warmup_steps and run again: '
+  'with no checkpoint yet, in this workdir; otherwise in another --workdir '
+  '(or after deleting WORKDIR/checkpoints/<method>).'
+)

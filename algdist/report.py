@@ -105,6 +105,8 @@ _METHOD_STYLE = {
 
 def _method_label(name: str, entry: dict) -> str:
   label = _METHOD_STYLE.get(name, (name, None))[0]
+  if entry.get('partial'):  # evaluated before its training finished
+    label += f' (partial: update {entry["checkpoint_step"]})'
   if name in ('source', 'rl_baseline'):
     label += f' ({entry.get("algorithm", "?")})'
     actors = entry.get('episodes_of_experience_per_episode', 1)
@@ -227,15 +229,10 @@ def summary_markdown(results: dict) -> str:
         f'{entry["num_tasks"]} x {entry["num_seeds"]} |'
       )
   lines += _versus_markdown(results.get('ad_versus', {}))
-  for split in ('test', 'train'):
-    if optimal.get(split) is not None:
-      lines.append('')
-      lines.append(
-        f'Optimal return per episode ({split}): {optimal[split]:.3f}'
-      )
-  seconds = results.get('seconds', {})
-  if 'eval' in seconds:
-    lines += ['', f'Evaluation took {seconds["eval"]:.1f} s.']
+  for split in [s for s in ('test', 'train') if optimal.get(s) is not None]:
+    lines += ['', f'Optimal return per episode ({split}): {optimal[split]:.3f}']
+  if 'eval' in results.get('seconds', {}):
+    lines += ['', f'Evaluation took {results["seconds"]["eval"]:.1f} s.']
   return '\n'.join(lines) + '\n'
 
 

@@ -246,17 +246,16 @@ def train_and_evaluate(
     )
     inputs = model.example_steps(cfg, obs.shape, obs.dtype)
     init, abstract = state_layout(net, optimizer, inputs, mesh, rules)
-    latest = manager.latest_step()
     recorded = config_lib.training_fields(config, method)
-    if latest is None:
+    # Another model's arrays are named first, then any other change.
+    state = checkpoints.restore_latest(manager, abstract, ckpt_dir)
+    if state is None:
       state = init_state(init, abstract, t.seed)
     else:
-      # Another model's arrays are named first, then any other change.
-      state = checkpoints.restore_state(manager, latest, abstract, ckpt_dir)
       checkpoints.check_provenance(
         checkpoints.provenance(workdir, method), recorded, ckpt_dir
       )
-      logging.info('Resuming %s from update %d.', method, latest)
+      logging.info('Resuming %s from update %d.', method, int(state.step))
     start = int(state.step)
     pipeline = input_pipeline.make_pipeline(
       config, dataset, method, cfg, obs, mesh, rules, start

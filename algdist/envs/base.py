@@ -56,7 +56,7 @@ class TaskFamily(environment.Environment):
   render_top_down = None
   # `plot_learning_curve(history [H, T], length [H], tasks, task_index [H],
   # title, path) -> summary dict`: plots the source's learning to `path`
-  # instead of return per episode (histories.generate_and_report).
+  # instead of return per episode (main.generate_stage).
   plot_learning_curve = None
 
 
