@@ -9,8 +9,10 @@ seconds.
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import chex
 import jax
@@ -315,3 +317,52 @@ def test_the_command_line_says_a_bad_value_in_one_line(tmp_path):
     in proc.stderr.splitlines()
   )
   assert not workdir.exists()
+
+
+# A longer training run, so that a kill lands in the middle of it.
+_LONG = (
+  '--config.train.num_steps=600',
+  '--config.train.checkpoint_every=100',
+  '--config.train.log_every=50',
+  '--config.train.methods=("ad",)',
+  '--config.evaluation.methods=("ad","random")',
+)
+
+
+def _cli(workdir):
+  return [
+    sys.executable,
+    '-m',
+    'algdist.main',
+    '--config',
+    'configs/dark_room.py:smoke',
+    '--workdir',
+    str(workdir),
+    *_LONG,
+  ]
+
+
+@pytest.mark.slow  # three CLI runs
+def test_a_run_killed_mid_training_resumes_to_identical_results(tmp_path):
+  whole = tmp_path / 'whole'
+  subprocess.run(_cli(whole), check=True, capture_output=True, timeout=600)
+  killed = tmp_path / 'killed'
+  proc = subprocess.Popen(
+    _cli(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+  )
+  first = killed / 'checkpoints' / 'ad' / '100' / 'commit_success.txt'
+  deadline = time.monotonic() + 300
+  while not first.exists() and proc.poll() is None:
+    assert time.monotonic() < deadline
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)  # no cleanup of any kind
+  proc.wait()
+  assert not (killed / 'eval' / 'results.json').exists()
+  subprocess.run(_cli(killed), check=True, capture_output=True, timeout=600)
+  config = dark_room.get_config('smoke')
+  config.train.update(num_steps=600, checkpoint_every=100, methods=('ad',))
+  _, a = checkpoints.restore_params(config, str(whole))
+  _, b = checkpoints.restore_params(config, str(killed))
+  chex.assert_trees_all_equal(a, b)  # bit for bit
+  strip = lambda r: {k: v for k, v in r.items() if k != 'seconds'}
+  assert strip(_results(str(whole))) == strip(_results(str(killed)))
