@@ -12,12 +12,14 @@ report (plots and a markdown summary).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import sys
 import time
 
+import jax
 import numpy as np
 from absl import app, flags
 from absl import logging as absl_logging
@@ -255,7 +257,9 @@ def run(config, workdir: str, mode: str = 'all') -> None:
   holds the workdir (`files.workdir_lock`).
   """
   validate_config(config)
-  with files.workdir_lock(workdir):
+  # Process 0 holds the lock for all processes of a multi-host run.
+  lock = files.workdir_lock(workdir) if jax.process_index() == 0 else None
+  with lock or contextlib.nullcontext():
     _run(config, workdir, mode)
 
 

@@ -151,6 +151,43 @@ def test_a_workdir_that_is_a_file_or_held_by_another_run_is_refused(
   assert not os.path.exists(os.path.join(workdir, 'histories'))
 
 
+def test_a_workdir_that_cannot_be_written_is_one_line(tmp_path):
+  (tmp_path / 'file').write_text('x')
+  with pytest.raises(files.FileError, match='cannot be written'):
+    main.run(_smoke(), str(tmp_path / 'file' / 'run'), 'generate')
+
+
+def test_a_value_found_bad_after_ad_trained_is_corrected_in_place(tmp_path):
+  """ED's windows outgrow one expert episode: found when ED's turn comes,
+  after AD trained. The corrected rerun is accepted and AD is kept."""
+  config = _smoke()
+  config.train.methods = config.evaluation.methods = ('ad', 'ed')
+  config.ed.expert_episodes = 1  # one 20-step episode, 30-step windows
+  workdir = str(tmp_path / 'run')
+  with pytest.raises(ValueError, match='offers 20 steps to window'):
+    main.run(config, workdir)
+  ad = checkpoints.provenance(workdir, 'ad')
+  assert ad.finished
+  config.ed.expert_episodes = 2
+  main.run(config, workdir)
+  assert checkpoints.provenance(workdir, 'ad') == ad  # not trained again
+  assert checkpoints.provenance(workdir, 'ed').finished
+  assert set(_results(workdir)['methods']) == {'ad', 'ed'}
+
+
+def test_after_a_divergence_before_any_checkpoint_the_advice_works(tmp_path):
+  config = _smoke()
+  config.train.update(
+    learning_rate=1e12, init_learning_rate=1e12, grad_clip=1e30
+  )
+  workdir = str(tmp_path / 'run')
+  with pytest.raises(FloatingPointError, match='Lower train.learning_rate'):
+    main.run(config, workdir)
+  assert checkpoints.provenance(workdir, 'ad') is None
+  main.run(_smoke(), workdir)  # the advice: a lower rate, same workdir
+  assert checkpoints.provenance(workdir, 'ad').finished
+
+
 def test_non_finite_parameters_are_never_checkpointed(tmp_path):
   state = train.TrainState(
     step=jnp.int32(3),
@@ -212,6 +249,18 @@ def test_an_evaluation_change_is_never_reported_under_the_old_results(
     **before,
     'seconds': _results(finished)['seconds'],
   }
+
+
+def test_a_bad_evaluation_value_leaves_good_results_as_they_were(finished):
+  path = os.path.join(finished, 'eval', 'results.json')
+  with open(path) as f:
+    before = f.read()
+  config = _smoke()
+  config.evaluation.num_episodes = 0
+  with pytest.raises(ValueError, match='evaluation.num_episodes=0'):
+    main.run(config, finished, 'eval')
+  with open(path) as f:
+    assert f.read() == before
 
 
 def test_results_equal_to_the_current_config_are_kept(finished):
