@@ -25,7 +25,16 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from algdist import (
+from algdist import distributed
+
+# A multi-process run starts jax.distributed before the imports below touch
+# a device (gymnax builds arrays when imported); single runs skip it.
+try:
+  distributed.initialize_from_env()
+except ValueError as e:
+  sys.exit(f'FATAL {e}')
+
+from algdist import (  # noqa: E402
   checkpoints,
   config_lib,
   envs,

@@ -30,9 +30,9 @@ sees, and AD trained on those streams stays flat on held-out goals
 (RESULTS.md).
 
 Expected (2-core CPU, Python 3.12, JAX 0.11.2, measured; RESULTS.md).
-Default: 2 min 3 s to 2 min 39 s for every stage (2 min 24 s, fresh clone)
+Default: 1 min 59 s to 2 min 7 s for every stage (2 min 7 s, fresh clone)
 (1,024 histories from 4% to 96% of optimal over their last ten kept
-episodes in 4 s; AD 2,000 and ED 200 updates; evaluation 14 to 18 s).
+episodes in 4 s; AD 2,000 and ED 200 updates; evaluation 12 to 14 s).
 Last of 40 in-context episodes, 16 held-out goals x 5 seeds, temperature
 0.5: AD 15.33 of 16.56 (92.5% of optimal; first at 80% in episode 21), ED
 0.53 (3%); Q-learning from scratch first at 80% after 137 episodes (6.5x

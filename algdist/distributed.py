@@ -1,0 +1,66 @@
+"""Multi-process runs: `jax.distributed`, started before any device is used.
+
+A run spans several processes (TPU pod workers, one per GPU node or GPU,
+or several on one machine) when the environment asks for it:
+
+  ALGDIST_DISTRIBUTED=1       a cluster JAX detects itself (Cloud TPU,
+                              SLURM, Open MPI, Kubernetes)
+  ALGDIST_COORDINATOR=host:port, ALGDIST_NUM_PROCESSES=N,
+  ALGDIST_PROCESS_ID=i        explicit (the local launcher)
+  ALGDIST_LOCAL_DEVICE_IDS=0,1  optional: this process's devices
+
+A single-process run sets none of them and never starts it. The command
+line (`algdist.main`) calls `initialize_from_env` before importing the rest
+of algdist: importing gymnax builds arrays, which starts JAX's backends, and
+`jax.distributed.initialize` must come before that.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+
+_EXPLICIT = (
+  'ALGDIST_COORDINATOR',
+  'ALGDIST_NUM_PROCESSES',
+  'ALGDIST_PROCESS_ID',
+)
+
+
+def initialize_from_env(environ=None) -> bool:
+  """Starts `jax.distributed` as the environment says; False when it says
+  nothing (a single process). Raises ValueError, naming the variables,
+  for an incomplete or malformed explicit setting."""
+  environ = os.environ if environ is None else environ
+  given = [k for k in _EXPLICIT if environ.get(k)]
+  auto = environ.get('ALGDIST_DISTRIBUTED', '') not in ('', '0')
+  if not given and not auto:
+    return False
+  if given and len(given) != len(_EXPLICIT):
+    missing = sorted(set(_EXPLICIT) - set(given))
+    raise ValueError(
+      f'Multi-process run: {", ".join(given)} set but not {", ".join(missing)}'
+      '; set all three, or ALGDIST_DISTRIBUTED=1 alone on a cluster JAX '
+      'detects (Cloud TPU, SLURM, Open MPI, Kubernetes).'
+    )
+  kwargs = {}
+  if given:
+    try:
+      kwargs = dict(
+        coordinator_address=environ['ALGDIST_COORDINATOR'],
+        num_processes=int(environ['ALGDIST_NUM_PROCESSES']),
+        process_id=int(environ['ALGDIST_PROCESS_ID']),
+      )
+    except ValueError as e:
+      raise ValueError(
+        f'ALGDIST_NUM_PROCESSES and ALGDIST_PROCESS_ID must be integers ({e}).'
+      ) from None
+  if environ.get('ALGDIST_LOCAL_DEVICE_IDS'):
+    ids = environ['ALGDIST_LOCAL_DEVICE_IDS'].split(',')
+    kwargs['local_device_ids'] = [int(i) for i in ids]
+  # CPU processes exchange collectives through gloo (the default has none
+  # across processes); accelerators ignore this setting.
+  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  jax.distributed.initialize(**kwargs)
+  return True

@@ -1,0 +1,77 @@
+"""Multi-process start: jax.distributed from the environment, before any
+device is used (algdist.distributed, called first by algdist.main)."""
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from algdist import distributed
+
+
+def test_a_single_process_run_starts_nothing_and_a_half_setting_is_named():
+  assert distributed.initialize_from_env({}) is False
+  with pytest.raises(ValueError, match='not ALGDIST_NUM_PROCESSES'):
+    distributed.initialize_from_env(
+      {'ALGDIST_COORDINATOR': 'localhost:1234', 'ALGDIST_PROCESS_ID': '0'}
+    )
+  with pytest.raises(ValueError, match='must be integers'):
+    distributed.initialize_from_env(
+      {
+        'ALGDIST_COORDINATOR': 'localhost:1234',
+        'ALGDIST_NUM_PROCESSES': 'two',
+        'ALGDIST_PROCESS_ID': '0',
+      }
+    )
+
+
+# Each process imports the command line (which must start jax.distributed
+# before gymnax's import touches a device), then all-gathers its index.
+_PROBE = """
+import algdist.main
+import jax, numpy as np
+from jax.experimental import multihost_utils
+seen = multihost_utils.process_allgather(np.int32(jax.process_index()))
+print('probe', jax.process_index(), jax.process_count(), jax.device_count(),
+      jax.local_device_count(), sorted(np.asarray(seen).ravel().tolist()))
+"""
+
+
+def test_two_processes_of_two_devices_form_one_run_of_four():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+  procs = []
+  for i in range(2):
+    env = dict(
+      os.environ,
+      XLA_FLAGS='--xla_force_host_platform_device_count=2',
+      JAX_PLATFORMS='cpu',
+      ALGDIST_COORDINATOR=f'127.0.0.1:{port}',
+      ALGDIST_NUM_PROCESSES='2',
+      ALGDIST_PROCESS_ID=str(i),
+    )
+    procs.append(
+      subprocess.Popen(
+        [sys.executable, '-c', _PROBE],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+      )
+    )
+  try:
+    outs = [p.communicate(timeout=180)[0] for p in procs]
+  finally:
+    for p in procs:  # a survivor would wait in a barrier forever
+      p.kill()
+  assert [p.returncode for p in procs] == [0, 0]
+  lines = sorted(
+    line
+    for out in outs
+    for line in out.splitlines()
+    if line.startswith('probe')
+  )
+  assert lines == ['probe 0 2 4 2 [0, 1]', 'probe 1 2 4 2 [0, 1]']
