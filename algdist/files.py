@@ -1,8 +1,8 @@
 """Files the pipeline writes for other tools to read, written atomically.
 
 A reader (another stage, a resumed run, a plotting script) sees the old file
-or the new one, never half of one: each write goes to `PATH.tmp`, is flushed
-to disk, and is renamed over `PATH`.
+or the new one, never half of one: each write goes to `PATH.<pid>.tmp`, is
+flushed to disk, and is renamed over `PATH`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import os
 
 
 def write_text(path: str, text: str) -> None:
-  """Writes `text` to `path` atomically."""
-  tmp = path + '.tmp'
+  """Writes `text` to `path` atomically (a temporary name of this process's
+  own: two processes writing one file never share a half-written one)."""
+  tmp = f'{path}.{os.getpid()}.tmp'
   with open(tmp, 'w') as f:
     f.write(text)
     f.flush()

@@ -272,42 +272,37 @@ def run(config, workdir: str, mode: str = 'all') -> None:
     _run(config, workdir, mode)
 
 
+def _shared(name: str, value: bool) -> bool:
+  """`value` as process 0 decided it, on every process (after a barrier
+  named `name`): decisions are made once, so processes never branch apart."""
+  if jax.process_count() == 1:
+    return value
+  from jax.experimental import multihost_utils  # noqa: PLC0415
+
+  multihost_utils.sync_global_devices(name)
+  return bool(multihost_utils.broadcast_one_to_all(np.int32(value)))
+
+
 def _run(config, workdir: str, mode: str) -> None:
+  # In a multi-process run every process computes (training and
+  # evaluation are collective), and process 0 alone writes and prints.
+  lead = jax.process_index() == 0
   check_workdir(config, workdir)
   results = os.path.join(workdir, 'eval', 'results.json')
-  write_config(config, workdir)
+  if lead:
+    write_config(config, workdir)
   stages = STAGES if mode == 'all' else (mode,)
   if 'generate' in stages:
-    manifest = generate_stage(config, workdir)
-    # The manifest counts generation time across resumes itself.
-    record_seconds(workdir, 'generate', manifest['seconds'], add=False)
-    logging.info(
-      'Histories: %d x %d steps in %s/histories.',
-      manifest['num_histories'],
-      manifest['steps_per_history'],
-      workdir,
-    )
-    curve = files.read_json(
-      os.path.join(workdir, 'histories', 'learning_curve.json')
-    )
-    print(
-      f'source {manifest["algorithm"]} on {manifest["env"]}: '
-      f'{manifest["num_histories"]} histories, first episode '
-      f'{curve["mean_first_episode"]:.3f}, last 10 episodes '
-      f'{curve["mean_last_10_episodes"]:.3f}'
-      + (' of optimal' if curve['normalized'] else '')
-      + (
-        f', {curve["fraction_of_histories_reaching_90pct"]:.1%} of '
-        'histories >= 90% of optimal'
-        if 'fraction_of_histories_reaching_90pct' in curve
-        else ''
-      )
-    )
+    if lead:  # one writer of the dataset; the others wait for it
+      _print_histories(generate_stage(config, workdir), workdir)
+    _shared('generate', True)
 
   if 'train' in stages:
     for method in config.train.methods:
       start = time.perf_counter()
       summary = train.train_and_evaluate(config, workdir, method)
+      if not lead:
+        continue
       if summary['updates_run']:
         seconds = time.perf_counter() - start
         record_seconds(workdir, 'train', seconds, add=True)
@@ -318,16 +313,19 @@ def _run(config, workdir: str, mode: str) -> None:
         'constant action '
         f'{summary.get("val_constant_action_accuracy", float("nan")):.3f})'
       )
-    report.training_curves(workdir, config.train.methods)
+    if lead:
+      report.training_curves(workdir, config.train.methods)
 
   if 'eval' in stages or 'report' in stages:
     # Results are current when they record what they were made from and
     # that equals what this config and the newest checkpoints are now.
     remedy = 'Delete it and run --mode eval.'
     recorded = files.read_json(results, remedy=remedy)
-    current = recorded is not None and recorded.get(
-      'provenance'
-    ) == evaluate.provenance(config, workdir)
+    current = _shared(
+      'eval_done',
+      recorded is not None
+      and recorded.get('provenance') == evaluate.provenance(config, workdir),
+    )
     if 'eval' in stages and (mode == 'eval' or not current):
       evaluate.evaluate(config, workdir)
     elif mode == 'report' and recorded is not None and not current:
@@ -336,10 +334,38 @@ def _run(config, workdir: str, mode: str) -> None:
         'this run has now; run --mode eval (or --mode all) to bring it up '
         'to date.'
       )
-  if 'report' in stages:
+  if 'report' in stages and lead:
     written = report.write_report(workdir)
     with open(written['summary']) as f:
       print(f.read())
+
+
+def _print_histories(manifest: dict, workdir: str) -> None:
+  """Records the generate stage's time and prints how the source learned."""
+  # The manifest counts generation time across resumes itself.
+  record_seconds(workdir, 'generate', manifest['seconds'], add=False)
+  logging.info(
+    'Histories: %d x %d steps in %s/histories.',
+    manifest['num_histories'],
+    manifest['steps_per_history'],
+    workdir,
+  )
+  curve = files.read_json(
+    os.path.join(workdir, 'histories', 'learning_curve.json')
+  )
+  print(
+    f'source {manifest["algorithm"]} on {manifest["env"]}: '
+    f'{manifest["num_histories"]} histories, first episode '
+    f'{curve["mean_first_episode"]:.3f}, last 10 episodes '
+    f'{curve["mean_last_10_episodes"]:.3f}'
+    + (' of optimal' if curve['normalized'] else '')
+    + (
+      f', {curve["fraction_of_histories_reaching_90pct"]:.1%} of '
+      'histories >= 90% of optimal'
+      if 'fraction_of_histories_reaching_90pct' in curve
+      else ''
+    )
+  )
 
 
 def parse_flags(argv: list[str]) -> list[str]:
