@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 
 import jax
+import jax.numpy as jnp
 
 _EXPLICIT = (
   'ALGDIST_COORDINATOR',
@@ -64,3 +65,23 @@ def initialize_from_env(environ=None) -> bool:
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   jax.distributed.initialize(**kwargs)
   return True
+
+
+def barrier(name: str) -> None:
+  """Waits until every process reaches barrier `name` (nothing to wait
+  for in a single-process run)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # noqa: PLC0415
+
+    multihost_utils.sync_global_devices(name)
+
+
+def shared(name: str, value: bool) -> bool:
+  """`value` as process 0 decided it, on every process (after barrier
+  `name`): a decision made once, so that processes never branch apart."""
+  if jax.process_count() == 1:
+    return value
+  from jax.experimental import multihost_utils  # noqa: PLC0415
+
+  multihost_utils.sync_global_devices(name)
+  return bool(multihost_utils.broadcast_one_to_all(jnp.int32(value)))

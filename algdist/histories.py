@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from algdist import agents, envs, files, metrics, rollout
+from algdist import agents, distributed, envs, files, metrics, rollout
 from algdist.agents import base
 
 SCHEMA_VERSION = 1
@@ -118,29 +118,38 @@ def _sha256(path: str) -> str:
   return digest.hexdigest()
 
 
+def _shard_entry(directory: str, name: str) -> dict:
+  """A written shard's manifest entry, from its files."""
+  shard = os.path.join(directory, name)
+  names = sorted(os.listdir(shard))
+  action = np.load(os.path.join(shard, 'action.npy'), mmap_mode='r')
+  return {
+    'name': name,
+    'num_histories': int(action.shape[0]),
+    'files': {
+      f: {
+        'sha256': _sha256(os.path.join(shard, f)),
+        'bytes': os.path.getsize(os.path.join(shard, f)),
+      }
+      for f in names
+    },
+  }
+
+
 def _write_shard(directory: str, name: str, arrays: dict) -> dict:
   """Writes one shard's arrays atomically; returns its manifest entry."""
   final = os.path.join(directory, name)
   tmp = final + '.tmp'
   shutil.rmtree(tmp, ignore_errors=True)
   os.makedirs(tmp)
-  files = {}
   for field, array in arrays.items():
     path = os.path.join(tmp, f'{field}.npy')
     np.save(path, array, allow_pickle=False)
     with open(path, 'rb+') as f:
       os.fsync(f.fileno())
-    files[f'{field}.npy'] = {
-      'sha256': _sha256(path),
-      'bytes': os.path.getsize(path),
-    }
   shutil.rmtree(final, ignore_errors=True)
   os.replace(tmp, final)
-  return {
-    'name': name,
-    'num_histories': int(arrays['action'].shape[0]),
-    'files': files,
-  }
+  return _shard_entry(directory, name)
 
 
 def _task_table(env, params, tasks) -> dict:
@@ -158,7 +167,9 @@ def generate(spec: Spec, directory: str, progress: bool = True) -> dict:
 
   Shards already written for the same spec are kept; a directory holding a
   dataset of another spec raises DatasetError rather than mixing the two.
-  Returns the manifest.
+  In a multi-process run process p writes shards p, p + P, ... (a shard
+  depends only on its key: the same bytes whoever writes it), and process
+  0 lists them all in the manifest after a barrier. Returns the manifest.
   """
   os.makedirs(directory, exist_ok=True)
   env, params = envs.make(spec.env, **spec.env_overrides)
@@ -190,7 +201,12 @@ def generate(spec: Spec, directory: str, progress: bool = True) -> dict:
   done = {s['name'] for s in manifest['shards']}
   generate_shard = _make_generate_shard(spec, env, algorithm_config, make_train)
   root = jax.random.key(spec.seed)
-  todo = [i for i in range(num_shards) if f'shard_{i:05d}' not in done]
+  todo = [
+    i
+    for i in range(num_shards)
+    if f'shard_{i:05d}' not in done
+    and i % jax.process_count() == jax.process_index()
+  ]
   start = time.perf_counter()
   steps_done = 0
   with metrics.progress(
@@ -226,6 +242,18 @@ def generate(spec: Spec, directory: str, progress: bool = True) -> dict:
       steps_per_s = steps_done / (time.perf_counter() - start)
       bar(n, f'{steps_per_s:,.0f} env steps/s')
 
+  distributed.barrier('histories_written')
+  if jax.process_count() > 1:
+    if jax.process_index() != 0:  # process 0 writes the manifest
+      distributed.barrier('histories_listed')
+      return read_manifest(directory)
+    listed = {s['name'] for s in manifest['shards']}
+    manifest['shards'] += [
+      _shard_entry(directory, f'shard_{i:05d}')
+      for i in range(num_shards)
+      if f'shard_{i:05d}' not in listed
+    ]
+    manifest['shards'].sort(key=lambda s: s['name'])
   num_histories = sum(s['num_histories'] for s in manifest['shards'])
   first = np.load(
     os.path.join(directory, manifest['shards'][0]['name'], 'action.npy'),
@@ -239,6 +267,7 @@ def generate(spec: Spec, directory: str, progress: bool = True) -> dict:
     seconds=manifest.get('seconds', 0.0) + time.perf_counter() - start,
   )
   files.write_json(os.path.join(directory, 'manifest.json'), manifest)
+  distributed.barrier('histories_listed')
   return manifest
 
 

@@ -138,12 +138,17 @@ def write_config(config, workdir: str) -> None:
   )
 
 
-def generate_stage(config, workdir: str, progress: bool = True) -> dict:
-  """The generate stage: the dataset, then its learning-curve PNG and JSON;
-  returns the manifest."""
+def generate_stage(
+  config, workdir: str, progress: bool = True, lead: bool = True
+) -> dict:
+  """The generate stage: the dataset (every process writes its shards),
+  then, by the `lead` process, its learning-curve PNG and JSON; returns the
+  manifest."""
   spec = histories.spec_from_config(config)
   directory = os.path.join(workdir, 'histories')
   manifest = histories.generate(spec, directory, progress=progress)
+  if not lead:
+    return manifest
   curve_json = os.path.join(directory, 'learning_curve.json')
   manifest_json = os.path.join(directory, 'manifest.json')
   if os.path.exists(curve_json) and (
@@ -272,17 +277,6 @@ def run(config, workdir: str, mode: str = 'all') -> None:
     _run(config, workdir, mode)
 
 
-def _shared(name: str, value: bool) -> bool:
-  """`value` as process 0 decided it, on every process (after a barrier
-  named `name`): decisions are made once, so processes never branch apart."""
-  if jax.process_count() == 1:
-    return value
-  from jax.experimental import multihost_utils  # noqa: PLC0415
-
-  multihost_utils.sync_global_devices(name)
-  return bool(multihost_utils.broadcast_one_to_all(np.int32(value)))
-
-
 def _run(config, workdir: str, mode: str) -> None:
   # In a multi-process run every process computes (training and
   # evaluation are collective), and process 0 alone writes and prints.
@@ -293,9 +287,9 @@ def _run(config, workdir: str, mode: str) -> None:
     write_config(config, workdir)
   stages = STAGES if mode == 'all' else (mode,)
   if 'generate' in stages:
-    if lead:  # one writer of the dataset; the others wait for it
-      _print_histories(generate_stage(config, workdir), workdir)
-    _shared('generate', True)
+    manifest = generate_stage(config, workdir, lead=lead)
+    if lead:
+      _print_histories(manifest, workdir)
 
   if 'train' in stages:
     for method in config.train.methods:
@@ -321,7 +315,7 @@ def _run(config, workdir: str, mode: str) -> None:
     # that equals what this config and the newest checkpoints are now.
     remedy = 'Delete it and run --mode eval.'
     recorded = files.read_json(results, remedy=remedy)
-    current = _shared(
+    current = distributed.shared(
       'eval_done',
       recorded is not None
       and recorded.get('provenance') == evaluate.provenance(config, workdir),
