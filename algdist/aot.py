@@ -97,8 +97,6 @@ def compile_train_step(config, devices=None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-  from algdist import bench  # noqa: PLC0415  (its config loader)
-
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument(
     '--config', required=True, help='configs/<env>.py[:preset]'
@@ -112,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
   devices = topology_devices(args.topology) if args.topology else None
   print(
     json.dumps(
-      compile_train_step(bench.load_config(name, preset or None), devices)
+      compile_train_step(config_lib.load_config(name, preset or None), devices)
     )
   )
 

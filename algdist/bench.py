@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib.util
 import json
-import os
 import statistics
 import sys
 import time
@@ -191,16 +189,6 @@ def bench_vmap_speedup(
   )
 
 
-def load_config(name: str, preset: str | None = None):
-  """configs/<name>.py's get_config(preset), from the repository checkout."""
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  path = os.path.join(root, 'configs', f'{name}.py')
-  spec = importlib.util.spec_from_file_location(f'configs.{name}', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(preset)
-
-
 # bf16 dense matmul peak per chip, FLOP/s, for MFU (vendor data sheets).
 PEAK_FLOPS = {
   'H100': 989e12,  # SXM; the PCIe card is 756e12
@@ -236,7 +224,7 @@ def bench_train_tokens(
   apart. On an accelerator the row also carries MFU against the chip's
   bf16 peak.
   """
-  config = load_config(env_name, preset)
+  config = config_lib.load_config(env_name, preset)
   config.model.attention_impl = attention_impl
   cfg, obs = config_lib.model_config(config)
   net = model.Transformer(cfg)

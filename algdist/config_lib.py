@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.util
 import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -299,3 +301,14 @@ TRAINING_SECTIONS = ('env', 'source', 'histories', 'model', 'data', 'train')
 def training_fields(config, method: str) -> dict:
   """What a checkpoint of `method` records and is checked by."""
   return fields(config, TRAINING_SECTIONS + (('ed',) if method == 'ed' else ()))
+
+
+def load_config(name: str, preset: str | None = None):
+  """configs/<name>.py's get_config(preset), from the repository checkout
+  (for tools other than the command line: the bench, aot)."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  path = os.path.join(root, 'configs', f'{name}.py')
+  spec = importlib.util.spec_from_file_location(f'configs.{name}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(preset)
