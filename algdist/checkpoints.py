@@ -14,6 +14,7 @@ naming the first array that differs, before orbax reads anything.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -110,29 +111,51 @@ def save(
   )
 
 
-def provenance(workdir: str, method: str) -> Provenance | None:
-  """The newest checkpoint of `method` and what made it; None without one."""
-  path = directory(workdir, method)
+# What to do about an unreadable checkpoint outside training.
+_RETRAIN = (
+  ' Run --mode train: it sets that step aside and trains it again from the '
+  'one before.'
+)
+
+
+@contextlib.contextmanager
+def _reader(path: str):
+  """A manager that reads (creates and deletes nothing) the checkpoints in
+  `path`, or None when there is no such folder."""
   if not os.path.isdir(path):
-    return None
+    yield None
+    return
   manager = make_manager(path, keep=None, create=False)
   try:
-    step = manager.latest_step()
-    if step is None:
-      return None
+    yield manager
+  finally:
+    manager.close()
+
+
+def read_provenance(manager, path: str) -> Provenance | None:
+  """The newest checkpoint `manager` holds and what made it; None without
+  one."""
+  step = manager.latest_step()
+  if step is None:
+    return None
+  try:
     meta = manager.restore(
       step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
     )['meta']
   except Exception as e:  # noqa: BLE001  (any unreadable metadata)
     raise CorruptCheckpointError(
-      f'{_unreadable(path, step, e)} Run --mode train: it sets that step '
-      'aside and trains it again from the one before.'
+      f'{_unreadable(path, step, e)}{_RETRAIN}'
     ) from e
-  finally:
-    manager.close()
   return Provenance(
     step=int(step), num_steps=meta.get('num_steps'), config=meta.get('config')
   )
+
+
+def provenance(workdir: str, method: str) -> Provenance | None:
+  """The newest checkpoint of `method` and what made it; None without one."""
+  path = directory(workdir, method)
+  with _reader(path) as manager:
+    return None if manager is None else read_provenance(manager, path)
 
 
 def changed_fields(found: Provenance | None, config: dict) -> list[str]:
@@ -212,29 +235,41 @@ def _unreadable(path: str, step: int, e: Exception) -> CorruptCheckpointError:
   )
 
 
-def restore_state(manager, step: int, abstract, path: str):
-  """The TrainState of checkpoint `step`, laid out as `abstract` says.
-
-  Raises CheckpointError for another model's checkpoint, its subclass
-  CorruptCheckpointError for files that cannot be read back.
-  """
+def _restore(manager, step: int, path: str, layout):
+  """The state of checkpoint `step`, laid out as `layout(saved)` says of
+  its saved metadata (which checks it). Unreadable files raise
+  CorruptCheckpointError."""
   try:
     saved = manager.item_metadata(step)['state']
   except Exception as e:  # noqa: BLE001  (any unreadable metadata)
     raise _unreadable(path, step, e) from e
   if saved is None:  # orbax reads a missing _METADATA as no item
     raise _unreadable(path, step, FileNotFoundError('no state metadata'))
-  _check_shapes(saved, abstract, step, path)
+  target = layout(saved)
   try:
     restored = manager.restore(
       step,
       args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
+        state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()
       ),
     )
   except Exception as e:  # noqa: BLE001  (tensorstore, JSON, missing files)
     raise _unreadable(path, step, e) from e
   return restored['state']
+
+
+def restore_state(manager, step: int, abstract, path: str):
+  """The TrainState of checkpoint `step`, laid out as `abstract` says.
+
+  Raises CheckpointError for another model's checkpoint, its subclass
+  CorruptCheckpointError for files that cannot be read back.
+  """
+
+  def layout(saved):
+    _check_shapes(saved, abstract, step, path)
+    return abstract
+
+  return _restore(manager, step, path, layout)
 
 
 def restore_latest(manager, abstract, path: str):
@@ -277,50 +312,24 @@ def restore_params(config, workdir: str, method: str = 'ad'):
   # belongs to process 0 and other processes cannot write to it.
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   path = directory(workdir, method)
-  missing = CheckpointError(
-    f'No {method} checkpoint in {path}; run --mode train first.'
-  )
-  if not os.path.isdir(path):
-    raise missing
-  manager = make_manager(path, keep=None, create=False)
-  try:
-    step = manager.latest_step()
-    if step is None:
-      raise missing
-    remedy = (
-      ' Run --mode train: it sets that step aside and trains it again from '
-      'the one before.'
-    )
-    try:
-      saved = manager.item_metadata(step)['state']
-    except Exception as e:  # noqa: BLE001  (any unreadable metadata)
-      raise CorruptCheckpointError(
-        f'{_unreadable(path, step, e)}{remedy}'
-      ) from e
-    if saved is None:
-      missing = FileNotFoundError('no state metadata')
-      raise CorruptCheckpointError(
-        f'{_unreadable(path, step, missing)}{remedy}'
-      )
+
+  def layout(saved):
     _check_shapes({'params': saved['params']}, abstract, step, path)
-    # The saved tree is read as its own metadata describes it (the optimizer
-    # state as plain arrays): no optimizer is built, and the parameters land
-    # on `device` in the layout the model expects.
+    # The saved tree is read as its own metadata describes it (the
+    # optimizer state as plain arrays): no optimizer is built, and the
+    # parameters land on `device` in the layout the model expects.
     on_device = lambda m: jax.ShapeDtypeStruct(
       m.shape, m.dtype, sharding=device
     )
-    try:
-      restored = manager.restore(
-        step,
-        args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(jax.tree.map(on_device, saved)),
-          meta=ocp.args.JsonRestore(),
-        ),
+    return jax.tree.map(on_device, saved)
+
+  with _reader(path) as manager:
+    step = None if manager is None else manager.latest_step()
+    if step is None:
+      raise CheckpointError(
+        f'No {method} checkpoint in {path}; run --mode train first.'
       )
-    except Exception as e:  # noqa: BLE001  (tensorstore, JSON, missing files)
-      raise CorruptCheckpointError(
-        f'{_unreadable(path, step, e)}{remedy}'
-      ) from e
-    return cfg, restored['state']['params']
-  finally:
-    manager.close()
+    try:
+      return cfg, _restore(manager, step, path, layout)['params']
+    except CorruptCheckpointError as e:
+      raise CorruptCheckpointError(f'{e}{_RETRAIN}') from e

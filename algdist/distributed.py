@@ -83,5 +83,5 @@ def shared(name: str, value: bool) -> bool:
     return value
   from jax.experimental import multihost_utils  # noqa: PLC0415
 
-  multihost_utils.sync_global_devices(name)
+  barrier(name)
   return bool(multihost_utils.broadcast_one_to_all(jnp.int32(value)))

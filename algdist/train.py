@@ -253,7 +253,7 @@ def train_and_evaluate(
       state = init_state(init, abstract, t.seed)
     else:
       checkpoints.check_provenance(
-        checkpoints.provenance(workdir, method), recorded, ckpt_dir
+        checkpoints.read_provenance(manager, ckpt_dir), recorded, ckpt_dir
       )
       logging.info('Resuming %s from update %d.', method, int(state.step))
     start = int(state.step)
