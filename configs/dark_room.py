@@ -30,7 +30,7 @@ sees, and AD trained on those streams stays flat on held-out goals
 (RESULTS.md).
 
 Expected (2-core CPU, Python 3.12, JAX 0.11.2, measured; RESULTS.md).
-Default: 1 min 59 s to 2 min 29 s for every stage (fresh clones)
+Default: 1 min 59 s to 2 min 49 s for every stage (fresh clones)
 (1,024 histories from 4% to 96% of optimal over their last ten kept
 episodes in 4 s; AD 2,000 and ED 200 updates; evaluation 12 to 14 s).
 Last of 40 in-context episodes, 16 held-out goals x 5 seeds, temperature
