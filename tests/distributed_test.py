@@ -28,18 +28,22 @@ def test_a_single_process_run_starts_nothing_and_a_half_setting_is_named():
 
 
 # Each process imports the command line (which must start jax.distributed
-# before gymnax's import touches a device), then all-gathers its index.
+# before gymnax's import touches a device), then all-gathers its index. The
+# answer goes to a file: gloo writes its own lines into stdout mid-print.
 _PROBE = """
+import os
 import algdist.main
 import jax, numpy as np
 from jax.experimental import multihost_utils
 seen = multihost_utils.process_allgather(np.int32(jax.process_index()))
-print('probe', jax.process_index(), jax.process_count(), jax.device_count(),
-      jax.local_device_count(), sorted(np.asarray(seen).ravel().tolist()))
+with open(os.environ['PROBE_OUT'], 'w') as f:
+  print('probe', jax.process_index(), jax.process_count(), jax.device_count(),
+        jax.local_device_count(), sorted(np.asarray(seen).ravel().tolist()),
+        file=f)
 """
 
 
-def test_two_processes_of_two_devices_form_one_run_of_four():
+def test_two_processes_of_two_devices_form_one_run_of_four(tmp_path):
   with socket.socket() as s:
     s.bind(('127.0.0.1', 0))
     port = s.getsockname()[1]
@@ -52,6 +56,7 @@ def test_two_processes_of_two_devices_form_one_run_of_four():
       ALGDIST_COORDINATOR=f'127.0.0.1:{port}',
       ALGDIST_NUM_PROCESSES='2',
       ALGDIST_PROCESS_ID=str(i),
+      PROBE_OUT=str(tmp_path / f'probe{i}'),
     )
     procs.append(
       subprocess.Popen(
@@ -63,15 +68,10 @@ def test_two_processes_of_two_devices_form_one_run_of_four():
       )
     )
   try:
-    outs = [p.communicate(timeout=180)[0] for p in procs]
+    errs = [p.communicate(timeout=180)[1] for p in procs]
   finally:
     for p in procs:  # a survivor would wait in a barrier forever
       p.kill()
-  assert [p.returncode for p in procs] == [0, 0]
-  lines = sorted(
-    line
-    for out in outs
-    for line in out.splitlines()
-    if line.startswith('probe')
-  )
+  assert [p.returncode for p in procs] == [0, 0], errs
+  lines = [(tmp_path / f'probe{i}').read_text().strip() for i in range(2)]
   assert lines == ['probe 0 2 4 2 [0, 1]', 'probe 1 2 4 2 [0, 1]']
