@@ -96,6 +96,17 @@ def model(
   # jax.nn.dot_product_attention implementation: None lets JAX choose (cuDNN
   # on GPUs where shapes allow), 'xla' or 'cudnn' force one.
   c.attention_impl = ml_collections.config_dict.placeholder(str)
+  # (features, kernel, stride) per layer of the pixel encoder (image
+  # observations only); the default suits 72x96 frames.
+  c.conv_layers = model_lib.CONV_LAYERS
+  # Pose-regression pretraining of the pixel encoder (algdist/encoder.py):
+  # updates (0 = none), views per update, Adam's step size, and whether
+  # the encoder then stays fixed while AD and ED train.
+  c.encoder = ml_collections.ConfigDict(
+    dict(
+      pretrain_steps=0, batch_size=256, learning_rate=1e-3, freeze=False, seed=0
+    )
+  )
   return c
 
 
@@ -242,8 +253,12 @@ def model_config(
     norm=m.norm,
     dtype=resolve_dtype(m.dtype),
     attention_impl=m.attention_impl,
+    conv_layers=tuple(tuple(int(v) for v in layer) for layer in m.conv_layers),
+    freeze_encoder=bool(m.encoder.freeze),
   )
   cfg.validate()
+  if encoder == 'conv':
+    cfg.conv_output(*obs.shape[:2])  # the stack fits the frame
   return cfg, obs
 
 

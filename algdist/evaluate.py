@@ -36,6 +36,7 @@ from algdist import (
   rollout,
   scores,
   train,
+  video,
 )
 
 # Rollouts of the model per jitted call: tasks are chunked to stay below it,
@@ -210,9 +211,7 @@ def _model_returns(stage: _Stage, method: str):
   # (config_lib.model_config decides it from the env).
   pixels = cfg.obs_encoder == 'conv'
   if pixels and 'test' in stage.splits and jax.process_index() == 0:
-    from algdist import report  # noqa: PLC0415  (matplotlib only when needed)
-
-    report.write_rollout_gif(
+    video.write_rollout_gif(
       stage.env,
       net,
       params,
@@ -337,6 +336,7 @@ def evaluate(config, workdir: str, progress: bool = True) -> dict:
     'num_episodes': int(e.num_episodes),
   }
   results['ad_versus'] = scores.ad_versus_learners(results)
+  results['ad_late_versus'] = scores.ad_late_versus(results)
   results['provenance'] = provenance(config, workdir)
   directory = os.path.join(workdir, 'eval')
   # Earlier stages' wall times, as the command line records them.

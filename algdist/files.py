@@ -13,11 +13,12 @@ import json
 import os
 
 
-def write_text(path: str, text: str) -> None:
-  """Writes `text` to `path` atomically (a temporary name of this process's
-  own: two processes writing one file never share a half-written one)."""
+def write_text(path: str, text: str | bytes) -> None:
+  """Writes `text` (or bytes) to `path` atomically (a temporary name of
+  this process's own: two processes writing one file never share a
+  half-written one)."""
   tmp = f'{path}.{os.getpid()}.tmp'
-  with open(tmp, 'w') as f:
+  with open(tmp, 'wb' if isinstance(text, bytes) else 'w') as f:
     f.write(text)
     f.flush()
     os.fsync(f.fileno())

@@ -37,6 +37,7 @@ except ValueError as e:
 from algdist import (  # noqa: E402
   checkpoints,
   config_lib,
+  encoder,
   envs,
   evaluate,
   files,
@@ -257,6 +258,7 @@ def validate_config(config) -> None:
     )
   model, _ = config_lib.model_config(config)  # the model's own checks
   train.make_optimizer(config.train)  # warmup within the horizon
+  encoder.check(config)  # pretraining needs pixels and the agent's pose
   if config.data.window_steps < model.context_steps:
     raise ValueError(
       f'data.window_steps={config.data.window_steps}: must be >= '

@@ -43,8 +43,8 @@ from algdist.attention import init_cache as init_cache
 # AXIS_NAMES and flops_per_token are re-exported (the `X as X` imports):
 # callers build, shard and cost a model through `model` alone.
 from algdist.model_config import AXIS_NAMES as AXIS_NAMES
+from algdist.model_config import CONV_LAYERS as CONV_LAYERS
 from algdist.model_config import (
-  CONV_LAYERS,
   ModelConfig,
   dense,
   layer_norm,
@@ -91,7 +91,7 @@ class ObsEncoder(nn.Module):
       )
     # Frames are independent: fold time into the batch for the conv net.
     x = obs.reshape((-1,) + obs.shape[2:]).astype(dtype) / 255.0
-    for i, (features, kernel, stride) in enumerate(CONV_LAYERS):
+    for i, (features, kernel, stride) in enumerate(cfg.conv_layers):
       x = nn.Conv(
         features,
         (kernel, kernel),
@@ -122,6 +122,8 @@ class Embedder(nn.Module):
     dtype = cfg.compute_dtype
     embed = lambda rows, name: table(rows, cfg.d_model, dtype, name)
     obs_BxLxD = ObsEncoder(cfg, name='obs')(steps.obs)
+    if cfg.freeze_encoder:  # and XLA drops the encoder's backward pass
+      obs_BxLxD = jax.lax.stop_gradient(obs_BxLxD)
     # num_actions + 1 rows: the last is sequence.no_action(num_actions).
     action_BxLxD = embed(cfg.num_actions + 1, 'prev_action')(steps.prev_action)
     reward_BxLxD = dense(

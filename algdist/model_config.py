@@ -37,8 +37,9 @@ _TOKENS_PER_STEP = {'step': 1, 'triple': 3}
 _NORMS = ('pre', 'post')
 _DTYPES = ('float32', 'bfloat16', 'float16')
 _ATTENTION_IMPLS = (None, 'xla', 'cudnn')
-# (features, kernel, stride) of the pixel encoder, VALID padding: a DQN-style
-# stack that takes 72x96 frames to 5x8x32 before the Dense to D.
+# (features, kernel, stride) of the pixel encoder's layers, VALID padding,
+# by default a DQN-style stack that takes 72x96 frames to 5x8x32 before the
+# Dense to D (ModelConfig.conv_layers; smaller frames want a smaller stack).
 CONV_LAYERS = ((16, 8, 4), (32, 4, 2), (32, 3, 1))
 
 
@@ -64,6 +65,10 @@ class ModelConfig:
   dtype: str = 'float32'  # compute dtype; params stay float32
   # jax.nn.dot_product_attention(implementation=...): None, 'xla', 'cudnn'.
   attention_impl: str | None = None
+  # (features, kernel, stride) per conv layer of obs_encoder='conv'.
+  conv_layers: tuple = CONV_LAYERS
+  # No gradient reaches the obs encoder (pretrained: algdist/encoder.py).
+  freeze_encoder: bool = False
 
   @property
   def head_dim(self) -> int:
@@ -129,8 +134,31 @@ class ModelConfig:
       f'attention_impl={self.attention_impl!r} must be one of '
       f'{_ATTENTION_IMPLS}',
     )
+    check(
+      len(self.conv_layers) >= 1
+      and all(
+        len(layer) == 3 and all(int(v) >= 1 for v in layer)
+        for layer in self.conv_layers
+      ),
+      f'conv_layers={self.conv_layers} must be one or more (features, '
+      'kernel, stride) of positive integers',
+    )
     if problems:
       raise ValueError('Invalid ModelConfig: ' + '; '.join(problems) + '.')
+
+  def conv_output(self, height: int, width: int) -> tuple[int, int]:
+    """(height, width) of a frame after the conv stack; a ValueError naming
+    the layer a frame this small does not survive."""
+    for i, (_, kernel, stride) in enumerate(self.conv_layers):
+      if height < kernel or width < kernel:
+        raise ValueError(
+          f'conv_layers[{i}] has kernel {kernel}, but the frame is '
+          f'{height}x{width} there: use smaller kernels or strides '
+          f'(model.conv_layers) for {height}x{width} input.'
+        )
+      height = (height - kernel) // stride + 1
+      width = (width - kernel) // stride + 1
+    return height, width
 
 
 def tokens_per_step(config: ModelConfig) -> int:
@@ -188,7 +216,7 @@ def _encoder_macs(config: ModelConfig, obs_shape) -> int:
     return math.prod(obs_shape) * config.d_model
   height, width, channels = obs_shape
   macs = 0
-  for features, kernel, stride in CONV_LAYERS:
+  for features, kernel, stride in config.conv_layers:
     height = (height - kernel) // stride + 1
     width = (width - kernel) // stride + 1
     macs += height * width * kernel * kernel * channels * features

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 
 import matplotlib
 
 matplotlib.use('Agg')  # files only; no display needed
 
-import jax  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-
-from algdist import model, rollout  # noqa: E402
 
 
 def source_learning_curve(curve_HxE, optimal_H, title: str, path: str) -> dict:
@@ -229,6 +225,7 @@ def summary_markdown(results: dict) -> str:
         f'{entry["num_tasks"]} x {entry["num_seeds"]} |'
       )
   lines += _versus_markdown(results.get('ad_versus', {}))
+  lines += _improvement_markdown(results)
   for split in [s for s in ('test', 'train') if optimal.get(s) is not None]:
     lines += ['', f'Optimal return per episode ({split}): {optimal[split]:.3f}']
   if 'eval' in results.get('seconds', {}):
@@ -266,6 +263,58 @@ def _versus_markdown(versus: dict) -> list[str]:
   ]
 
 
+def _improvement_markdown(results: dict) -> list[str]:
+  """Lines of the first-k against last-k table, and AD's last k against
+  each other method's, with 95% intervals (empty for short curves)."""
+  ci = lambda c: f'[{c[0]:+.3f}, {c[1]:+.3f}]'
+  times = lambda r: '-' if r is None else f'{r:.2f}x'
+  rows, k = [], None
+  for name in _ordered_methods(results):
+    for split in ('test', 'train'):
+      e = results['methods'][name].get(split)
+      if e is None or 'late_mean' not in e:
+        continue
+      k = e['early_late_episodes']
+      ratio = e['late_mean'] / e['early_mean'] if e['early_mean'] else None
+      rows.append(
+        f'| {_method_label(name, e)} | {split} | {e["early_mean"]:.3f} | '
+        f'{e["late_mean"]:.3f} | {e["late_minus_early"]:+.3f} '
+        f'{ci(e["late_minus_early_ci95"])} | {times(ratio)} |'
+      )
+  versus = [
+    f'| {_METHOD_STYLE.get(name, (name,))[0]} | {split} | '
+    f'{v["difference"]:+.3f} {ci(v["difference_ci95"])} | {times(v["ratio"])} |'
+    for split, by_name in results.get('ad_late_versus', {}).items()
+    for name, v in by_name.items()
+  ]
+  if not rows:
+    return []
+  lines = [
+    '',
+    f'## In-context improvement: the last {k} episodes against the first {k}',
+    '',
+    'Mean return per episode over each end of the curve; the difference is '
+    "each rollout's own (paired), with its 95% interval.",
+    '',
+    f'| method | split | first {k} | last {k} | last - first [95% CI] '
+    '| ratio |',
+    '|---|---|---|---|---|---|',
+    *rows,
+  ]
+  return lines + (
+    versus
+    and [
+      '',
+      f"AD's last {k} episodes against each method's (95% interval, "
+      'independent rollouts):',
+      '',
+      '| against | split | AD - method [95% CI] | AD / method |',
+      '|---|---|---|---|',
+      *versus,
+    ]
+  )
+
+
 def write_report(workdir: str) -> dict:
   """Reads WORKDIR/eval/results.json; writes learning_curves.png and
   summary.md beside it; returns their paths."""
@@ -280,55 +329,6 @@ def write_report(workdir: str) -> dict:
   with open(paths['summary'], 'w') as f:
     f.write(summary_markdown(results))
   return paths
-
-
-def rollout_gif(path: str, first_person_TxO, top_down_TxVxVx3=None, fps=10):
-  """Writes a GIF of a pixel rollout: the agent's view, and a top-down map
-  beside it when given. Returns the path, or None without imageio."""
-  try:
-    import imageio  # noqa: PLC0415
-  except ImportError:
-    logging.warning('imageio is not installed: no GIF written to %s.', path)
-    return None
-  frames = [np.asarray(first_person_TxO, np.uint8)]
-  if top_down_TxVxVx3 is not None:
-    frames.append(np.asarray(top_down_TxVxVx3, np.uint8))
-  height = max(f.shape[1] for f in frames)
-  # Pad to a common height (black below), then place side by side.
-  frames = [
-    np.pad(f, ((0, 0), (0, height - f.shape[1]), (0, 0), (0, 0)))
-    for f in frames
-  ]
-  video_TxO = np.concatenate(frames, axis=2)
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  # duration: milliseconds per frame (imageio's pillow plugin); loop forever.
-  imageio.mimsave(path, list(video_TxO), duration=1000 / fps, loop=0)
-  return path
-
-
-def write_rollout_gif(
-  env,
-  net: model.Transformer,
-  params,
-  task,
-  key,
-  path: str,
-  num_episodes: int = 2,
-  temperature: float = 1.0,
-) -> str | None:
-  """A GIF of one rollout of the model on one task (pixel envs): the agent's
-  view, with a top-down map beside it where the env draws one (its
-  `render_top_down`). Returns the path, or None (logged) without imageio.
-  """
-  num_steps = num_episodes * rollout.episode_length(task)
-  run = rollout.make_rollout(env, net, num_steps, temperature, record=True)
-  out = jax.device_get(jax.jit(run)(key, params, task))
-  top_down = None
-  render = getattr(env, 'render_top_down', None)  # gymnax envs have none
-  if render is not None:
-    draw = jax.jit(jax.vmap(render, (0, None)))
-    top_down = np.asarray(draw(out.env_state, task))
-  return rollout_gif(path, np.asarray(out.obs), top_down)
 
 
 def training_curves(workdir: str, methods=('ad', 'ed')) -> str | None:

@@ -34,6 +34,7 @@ def summarise(returns_NxRxE, optimal_N) -> dict:
     'num_tasks': int(num_tasks),
     'num_seeds': int(num_seeds),
     'num_episodes': count,
+    **early_late(flat),
   }
   if optimal_N is not None and count:
     best = float(np.mean(optimal_N))
@@ -48,6 +49,67 @@ def summarise(returns_NxRxE, optimal_N) -> dict:
       int(reached[0]) + 1 if reached.size else None
     )
   return entry
+
+
+# Episodes averaged at each end of a curve for its in-context improvement.
+EARLY_LATE_EPISODES = 4
+# Two-sided 95% normal quantile: intervals are mean +- Z95 x standard error.
+Z95 = 1.959964
+
+
+def _interval(mean: float, sem: float) -> list[float]:
+  return [float(mean - Z95 * sem), float(mean + Z95 * sem)]
+
+
+def early_late(flat_RxE) -> dict:
+  """The mean return of the first and of the last k episodes (k = 4, fewer
+  for short curves) over rollouts, and their difference per rollout (paired:
+  each rollout's own improvement) with its 95% interval; {} under 2
+  episodes."""
+  count = flat_RxE.shape[1]
+  k = min(EARLY_LATE_EPISODES, count // 2)
+  if k < 1:
+    return {}
+  early = flat_RxE[:, :k].mean(1)
+  late = flat_RxE[:, count - k :].mean(1)
+  sem = lambda x: float(x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else 0
+  gain = late - early
+  return {
+    'early_late_episodes': k,
+    'early_mean': float(early.mean()),
+    'late_mean': float(late.mean()),
+    'late_sem': sem(late),
+    'late_minus_early': float(gain.mean()),
+    'late_minus_early_ci95': _interval(gain.mean(), sem(gain)),
+  }
+
+
+def ad_late_versus(results: dict) -> dict:
+  """AD's mean over its last k episodes against every other method's, per
+  split: the difference with its 95% interval (independent rollouts) and
+  the ratio; {} without AD."""
+  methods = results['methods']
+  out = {}
+  for split, ad in methods.get('ad', {}).items():
+    rows = {}
+    for name, by_split in methods.items():
+      other = by_split.get(split)
+      if name == 'ad' or other is None or 'late_mean' not in other:
+        continue
+      if 'late_mean' not in ad:
+        continue
+      diff = ad['late_mean'] - other['late_mean']
+      sem = float(np.hypot(ad['late_sem'], other['late_sem']))
+      rows[name] = {
+        'difference': float(diff),
+        'difference_ci95': _interval(diff, sem),
+        'ratio': float(ad['late_mean'] / other['late_mean'])
+        if other['late_mean']
+        else None,
+      }
+    if rows:
+      out[split] = rows
+  return out
 
 
 def regret_over_experience(

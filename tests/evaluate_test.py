@@ -293,6 +293,48 @@ def test_summary_reports_regret_and_the_first_episode_at_80pct():
   assert 'cumulative_regret' not in scores.summarise(returns, None)
 
 
+def test_the_first_and_last_episodes_give_paired_and_independent_intervals():
+  # 2 tasks x 2 seeds, 8 episodes: k = 4 at each end.
+  ad = np.array(
+    [
+      [[0, 1, 1, 2, 4, 5, 4, 3], [1, 0, 1, 2, 4, 4, 5, 5]],
+      [[1, 1, 0, 2, 5, 4, 4, 4], [0, 0, 1, 3, 3, 5, 5, 4]],
+    ],
+    np.float64,
+  )
+  entry = scores.summarise(ad, None)
+  early, late = ad[..., :4].mean(-1).ravel(), ad[..., 4:].mean(-1).ravel()
+  gain = late - early
+  assert entry['early_late_episodes'] == 4
+  assert entry['early_mean'] == pytest.approx(early.mean())
+  assert entry['late_mean'] == pytest.approx(late.mean())
+  half = scores.Z95 * gain.std(ddof=1) / 2  # sem over 4 rollouts
+  assert entry['late_minus_early_ci95'] == pytest.approx(
+    [gain.mean() - half, gain.mean() + half]
+  )
+  random = scores.summarise(np.full((2, 2, 8), 0.5) + ad * 0.01, None)
+  results = {'methods': {'ad': {'test': entry}, 'random': {'test': random}}}
+  versus = scores.ad_late_versus(results)['test']['random']
+  diff = entry['late_mean'] - random['late_mean']
+  assert versus['difference'] == pytest.approx(diff)
+  half = scores.Z95 * np.hypot(entry['late_sem'], random['late_sem'])
+  assert versus['difference_ci95'] == pytest.approx([diff - half, diff + half])
+  assert versus['ratio'] == pytest.approx(late.mean() / random['late_mean'])
+  results |= {'env': 'watermaze', 'optimal_return': {}}
+  summary = report.summary_markdown(results | {'ad_late_versus': {}})
+  low, high = entry['late_minus_early_ci95']
+  assert (
+    f'| AD | test | {early.mean():.3f} | {late.mean():.3f} | '
+    f'{gain.mean():+.3f} [{low:+.3f}, {high:+.3f}] |' in summary
+  )
+  summary = report.summary_markdown(
+    results | {'ad_late_versus': scores.ad_late_versus(results)}
+  )
+  assert f'| random | test | {diff:+.3f} [' in summary
+  # Under two episodes there are no ends to compare.
+  assert 'late_mean' not in scores.summarise(ad[..., :1], None)
+
+
 def test_ad_and_a_multi_actor_learner_share_the_experience_axis():
   # Optimum 10. AD: one episode of experience per point, 80% at episode 4.
   # The learner pools 4 actors: each point of its stream cost 4 episodes of
@@ -357,17 +399,3 @@ def test_rl_baseline_learns_from_scratch_beside_a_demonstrator_source(
   assert baseline['episode_returns'] != source['episode_returns']
   summary = report.summary_markdown(results)
   assert '| RL from scratch (q_learning) | test |' in summary
-
-
-def test_rollout_gif_puts_the_two_views_side_by_side(tmp_path):
-  imageio = pytest.importorskip('imageio')
-  # Frames differ from one another (GIF writers merge identical ones).
-  first_person = np.broadcast_to(
-    np.arange(5, dtype=np.uint8)[:, None, None, None] * 40, (5, 72, 96, 3)
-  )
-  top_down = np.full((5, 64, 64, 3), 200, np.uint8)
-  path = report.rollout_gif(str(tmp_path / 'a.gif'), first_person, top_down)
-  frames = imageio.mimread(path)
-  assert len(frames) == 5
-  assert frames[0].shape[:2] == (72, 96 + 64)
-  assert frames[2][0, 0, 0] == 80 and frames[2][0, 100, 0] == 200

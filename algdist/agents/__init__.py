@@ -25,6 +25,7 @@ _ALGORITHMS = {
   'thompson': 'bandits',
   'noise_distillation': 'noise_distillation',
   'coverage': 'coverage',
+  'pose_search': 'pose_search',
 }
 
 

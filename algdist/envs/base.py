@@ -51,8 +51,10 @@ class TaskFamily(environment.Environment):
     """An action of an optimal policy in `state`."""
     raise NotImplementedError(f'{self.name} has no known optimal policy.')
 
-  # `render_top_down(state, params) -> (S, S, 3) uint8`: a map for people,
-  # drawn beside the agent's view in rollout GIFs (report.write_rollout_gif).
+  # `render_top_down(state, params, trail=None) -> (S, S, 3) uint8`: a map
+  # for people, drawn beside the agent's view in rollout GIFs
+  # (video.write_rollout_gif); `trail` = (states [T], shown [T] bool) marks
+  # where the agent has been.
   render_top_down = None
   # `plot_learning_curve(history [H, T], length [H], tasks, task_index [H],
   # title, path) -> summary dict`: plots the source's learning to `path`

@@ -152,6 +152,22 @@ def _sample_pose(key: jax.Array, params: EnvParams):
   return pos.astype(jnp.float32), heading.astype(jnp.float32)
 
 
+def move(pos, heading, action, params: EnvParams):
+  """(pos, heading) after `action` from (pos, heading), before any respawn:
+  the turn first, then the move along the new heading, then the wall."""
+  fwd, left, turn = jnp.asarray(ACTIONS)[action]
+  heading = heading + turn * math.radians(params.turn_size)
+  heading = jnp.mod(heading + math.pi, 2 * math.pi) - math.pi
+  cos, sin = jnp.cos(heading), jnp.sin(heading)
+  pos = pos + params.step_size * jnp.stack(
+    [fwd * cos - left * sin, fwd * sin + left * cos]
+  )
+  reach = params.arena_radius - params.body_radius
+  norm = jnp.linalg.norm(pos)
+  pos = pos * jnp.minimum(1.0, reach / jnp.maximum(norm, 1e-12))
+  return pos, heading
+
+
 class Watermaze(base.TaskFamily):
   """Morris-water-maze family: the task is the hidden platform's position.
 
@@ -194,9 +210,33 @@ class Watermaze(base.TaskFamily):
       state.pos, state.heading, params
     )
 
-  def render_top_down(self, state: EnvState, params: EnvParams) -> jax.Array:
-    """A (96, 96, 3) uint8 map of the arena for people (rollout GIFs)."""
-    return watermaze_render.render_top_down(state, params)
+  def render_top_down(
+    self, state: EnvState, params: EnvParams, trail=None
+  ) -> jax.Array:
+    """A (96, 96, 3) uint8 map of the arena for people (rollout GIFs), with
+    `trail` = (earlier states [T], shown [T] bool) drawn as a path."""
+    if trail is not None:
+      trail = (trail[0].pos, trail[1])
+    return watermaze_render.render_top_down(state, params, trail)
+
+  def pose_views(self, key, num: int, params: EnvParams):
+    """`num` views from uniform poses in the arena, and each pose as
+    (x, y, cos heading, sin heading): frames [num, H, W, 3] uint8 and
+    targets [num, 4] float32, for pretraining a pixel encoder to localise
+    (algdist/encoder.py). The pose is the agent's, which AD never sees."""
+    reach = params.arena_radius - params.body_radius
+    r_key, a_key, h_key = jax.random.split(key, 3)
+    r = reach * jnp.sqrt(jax.random.uniform(r_key, (num,)))
+    angle = jax.random.uniform(a_key, (num,), maxval=2 * math.pi)
+    heading = jax.random.uniform(h_key, (num,), minval=-math.pi, maxval=math.pi)
+    pos = jnp.stack([r * jnp.cos(angle), r * jnp.sin(angle)], -1)
+    frames = jax.vmap(watermaze_render.render_first_person, (0, 0, None))(
+      pos, heading, params
+    )
+    targets = jnp.concatenate(
+      [pos, jnp.stack([jnp.cos(heading), jnp.sin(heading)], -1)], -1
+    )
+    return frames, targets.astype(jnp.float32)
 
   def reset_env(self, key, params: EnvParams):
     pos, heading = _sample_pose(key, params)
@@ -205,17 +245,7 @@ class Watermaze(base.TaskFamily):
 
   def _transition(self, key, state: EnvState, action, params: EnvParams):
     """Moves the agent; on the platform, pays +1 and respawns it."""
-    fwd, left, turn = jnp.asarray(ACTIONS)[action]
-    heading = state.heading + turn * math.radians(params.turn_size)
-    heading = jnp.mod(heading + math.pi, 2 * math.pi) - math.pi
-    cos, sin = jnp.cos(heading), jnp.sin(heading)
-    move = params.step_size * jnp.stack(
-      [fwd * cos - left * sin, fwd * sin + left * cos]
-    )
-    pos = state.pos + move
-    reach = params.arena_radius - params.body_radius
-    norm = jnp.linalg.norm(pos)
-    pos = pos * jnp.minimum(1.0, reach / jnp.maximum(norm, 1e-12))
+    pos, heading = move(state.pos, state.heading, action, params)
     on_platform = (
       jnp.sum((pos - params.platform) ** 2) <= params.platform_radius**2
     )

@@ -105,12 +105,13 @@ def render_first_person(
 
 
 @functools.partial(jax.jit, static_argnames=('size',))
-def render_top_down(state, params, size: int = 96) -> jax.Array:
+def render_top_down(state, params, trail=None, size: int = 96) -> jax.Array:
   """A (size, size, 3) uint8 map for people: cue rim, platform, agent.
 
   The arena floor is grey with its wall cues as a coloured rim; the platform
   (invisible to the agent) is white; the agent is a black disk with a line
-  along its heading. North (+y) is up.
+  along its heading; `trail`, (positions [T, 2], shown [T] bool), marks
+  where it has been in yellow. North (+y) is up.
   """
   radius = params.arena_radius
   half_extent = 1.12 * radius
@@ -132,6 +133,13 @@ def render_top_down(state, params, size: int = 96) -> jax.Array:
   img = jnp.where(
     (to_platform <= params.platform_radius**2)[..., None], 240.0, img
   )
+  if trail is not None:
+    positions, shown = trail
+    near = (x[..., None] - positions[:, 0]) ** 2 + (
+      y[..., None] - positions[:, 1]
+    ) ** 2 <= (1.5 * px) ** 2
+    on_trail = jnp.any(near & shown, -1)
+    img = jnp.where(on_trail[..., None], jnp.array([230.0, 200.0, 40.0]), img)
   rel_x = x - state.pos[0]
   rel_y = y - state.pos[1]
   body = max(params.body_radius, 1.5 * px)

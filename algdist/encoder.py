@@ -1,0 +1,164 @@
+"""Pretraining the pixel encoder to localise: pose regression from one frame.
+
+Learned only through AD's action loss, a conv encoder learns where the
+agent stands slowly, and AD's in-context search needs exactly that (issue
+21, RESULTS.md: a pose-pretrained, frozen encoder lifted AD's last
+episodes by about +0.9 platform visits at equal updates; a frozen random
+one, not at all). With `model.encoder.pretrain_steps` > 0 the encoder
+(model.ObsEncoder: the conv stack and its Dense to D) first learns to
+regress the agent's pose, (x, y, cos heading, sin heading), from frames
+the env renders at uniform poses (its `pose_views`), fresh every step.
+AD and ED then start from it, and with `model.encoder.freeze` it stays as
+pretrained (no gradient reaches it, which also skips the conv's backward
+pass). The pose is an auxiliary training signal only: the model never
+sees it as an input.
+
+It is computed once per workdir, written to WORKDIR/encoder/ and shared
+by AD and ED; a config whose encoder inputs differ recomputes it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import serialization
+
+from algdist import config_lib, envs, files, metrics, model
+
+PARAMS_FILE = 'params.msgpack'
+META_FILE = 'meta.json'
+
+
+class PoseHead(nn.Module):
+  """Frames [N, H, W, 3] -> pose [N, 4] through the model's obs encoder."""
+
+  config: model.ModelConfig
+
+  @nn.compact
+  def __call__(self, frames):
+    x = model.ObsEncoder(self.config, name='obs')(frames[:, None])[:, 0]
+    return nn.Dense(4, name='pose')(nn.relu(x))
+
+
+def _inputs(config) -> dict:
+  """What the pretrained encoder depends on (its meta.json)."""
+  return {
+    'env': config.env.to_dict(),
+    'model': {k: config.model[k] for k in ('d_model', 'conv_layers', 'dtype')},
+    'encoder': config.model.encoder.to_dict(),
+  }
+
+
+def check(config) -> None:
+  """Raises ValueError naming what keeps `config` from pretraining."""
+  e = config.model.encoder
+  if e.pretrain_steps < 0 or e.batch_size < 1 or e.learning_rate <= 0:
+    raise ValueError(
+      f'model.encoder: pretrain_steps={e.pretrain_steps} must be >= 0, '
+      f'batch_size={e.batch_size} >= 1, learning_rate={e.learning_rate} > 0.'
+    )
+  if e.pretrain_steps == 0 and not e.freeze:
+    return
+  env, _ = envs.make(config.env.name, **config.env.overrides.to_dict())
+  cfg, _ = config_lib.model_config(config)
+  if cfg.obs_encoder != 'conv' or not hasattr(env, 'pose_views'):
+    raise ValueError(
+      f'model.encoder pretrains a pixel encoder on poses the env renders; '
+      f'{config.env.name} has no pose_views (or no pixels): set '
+      'model.encoder.pretrain_steps=0 and model.encoder.freeze=False.'
+    )
+  if e.freeze and e.pretrain_steps == 0:
+    raise ValueError(
+      'model.encoder.freeze=True with pretrain_steps=0 would freeze a '
+      'random encoder; set pretrain_steps.'
+    )
+
+
+def pretrain(config, progress: bool = True) -> tuple[dict, dict]:
+  """`(obs encoder params, {'pose_error': ...})`: `pretrain_steps` Adam
+  steps of pose regression on fresh views; the error is the mean distance
+  (arena units) between true and predicted positions on held-out views."""
+  e = config.model.encoder
+  env, params = envs.make(config.env.name, **config.env.overrides.to_dict())
+  cfg, _ = config_lib.model_config(config)
+  head = PoseHead(cfg)
+  key_init, key_data, key_test = jax.random.split(jax.random.key(e.seed), 3)
+  frames, _ = env.pose_views(key_init, 1, params)
+  variables = nn.meta.unbox(head.init(key_init, frames))
+  optimizer = optax.adam(e.learning_rate)
+  loss = lambda p, x, y: jnp.mean((head.apply({'params': p}, x) - y) ** 2)
+
+  # One update per call, not a scan: XLA:CPU runs a conv net several times
+  # slower inside a loop body (see train.py).
+  @functools.partial(jax.jit, donate_argnums=(0, 1))
+  def step(p, opt_state, key):
+    x, y = env.pose_views(key, e.batch_size, params)
+    grads = jax.grad(loss)(p, x, y)
+    updates, opt_state = optimizer.update(grads, opt_state, p)
+    return optax.apply_updates(p, updates), opt_state
+
+  p = variables['params']
+  opt_state = optimizer.init(p)
+  keys = jax.random.split(key_data, e.pretrain_steps)
+  with metrics.progress(
+    e.pretrain_steps, 0, progress, 'encoder', 'step'
+  ) as bar:
+    for i, key in enumerate(keys):
+      p, opt_state = step(p, opt_state, key)
+      if (i + 1) % 50 == 0 or i + 1 == len(keys):
+        bar(i + 1, '')
+  x, y = env.pose_views(key_test, 1024, params)
+  guess = head.apply({'params': p}, x)
+  error = float(jnp.mean(jnp.linalg.norm(guess[:, :2] - y[:, :2], axis=-1)))
+  return p['obs'], {'pose_error': error}
+
+
+def encoder_params(config, workdir: str) -> dict | None:
+  """The pretrained obs encoder params of `workdir` (None when
+  pretraining is off), pretrained and written first where missing or made
+  from other inputs. Every process computes the same; process 0 writes."""
+  if config.model.encoder.pretrain_steps == 0:
+    return None
+  directory = os.path.join(workdir, 'encoder')
+  meta = files.read_json(
+    os.path.join(directory, META_FILE), remedy='Delete it to pretrain again.'
+  )
+  cfg, _ = config_lib.model_config(config)
+  template = nn.meta.unbox(
+    PoseHead(cfg).init(
+      jax.random.key(0), jnp.zeros((1,) + _frame_shape(config), jnp.uint8)
+    )
+  )['params']['obs']
+  if meta is not None and meta.get('inputs') == _json(_inputs(config)):
+    with open(os.path.join(directory, PARAMS_FILE), 'rb') as f:
+      return serialization.from_bytes(template, f.read())
+  params, summary = pretrain(config)
+  logging.info('Encoder pretrained: pose error %.3f.', summary['pose_error'])
+  if jax.process_index() == 0:
+    os.makedirs(directory, exist_ok=True)
+    files.write_text(
+      os.path.join(directory, PARAMS_FILE), serialization.to_bytes(params)
+    )
+    files.write_json(
+      os.path.join(directory, META_FILE),
+      {'inputs': _json(_inputs(config)), **summary},
+    )
+  return jax.tree.map(np.asarray, params)
+
+
+def _frame_shape(config) -> tuple[int, ...]:
+  _, obs = config_lib.model_config(config)
+  return tuple(obs.shape)
+
+
+def _json(tree):
+  """`tree` as JSON reads it back (tuples become lists)."""
+  return json.loads(json.dumps(tree))

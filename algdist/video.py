@@ -1,0 +1,125 @@
+"""Rollout videos of pixel tasks: the agent's view beside a top-down map.
+
+`write_rollout_gif` runs the frozen model on one task and writes a GIF
+whose frames show what the model saw (scaled up), the env's top-down map
+with the path of the current episode, and a caption with the episode and
+its return so far.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from algdist import model, rollout
+
+CAPTION_HEIGHT = 14  # pixels of the caption bar under each frame
+
+
+def captions(reward_T, episode_start_T) -> list[str]:
+  """'episode k  return r' per step, the return paid so far in the episode
+  (including the step's own reward)."""
+  texts, episode, paid = [], 0, 0.0
+  pairs = zip(np.asarray(reward_T), np.asarray(episode_start_T), strict=True)
+  for reward, start in pairs:
+    if start:
+      episode, paid = episode + 1, 0.0
+    paid += float(reward)
+    texts.append(f'episode {episode}  return {paid:g}')
+  return texts
+
+
+def _caption_bar(text: str, width: int) -> np.ndarray:
+  """A [CAPTION_HEIGHT, width, 3] uint8 bar with `text` in white."""
+  from PIL import Image, ImageDraw  # noqa: PLC0415  (matplotlib needs PIL)
+
+  bar = Image.new('RGB', (width, CAPTION_HEIGHT))
+  ImageDraw.Draw(bar).text((2, 1), text, fill=(255, 255, 255))
+  return np.asarray(bar)
+
+
+def rollout_gif(
+  path: str,
+  first_person_TxO,
+  top_down_TxVxVx3=None,
+  captions_T=None,
+  fps: int = 10,
+):
+  """Writes a GIF of a pixel rollout: the agent's view (scaled up by a
+  whole factor to the map's height), the top-down map beside it when given,
+  and each frame's caption below. Returns the path, or None without
+  imageio."""
+  try:
+    import imageio  # noqa: PLC0415
+  except ImportError:
+    logging.warning('imageio is not installed: no GIF written to %s.', path)
+    return None
+  view = np.asarray(first_person_TxO, np.uint8)
+  frames = [view]
+  if top_down_TxVxVx3 is not None:
+    top = np.asarray(top_down_TxVxVx3, np.uint8)
+    factor = max(1, top.shape[1] // view.shape[1])
+    frames = [view.repeat(factor, 1).repeat(factor, 2), top]
+  height = max(f.shape[1] for f in frames)
+  # Pad to a common height (black below), then place side by side.
+  frames = [
+    np.pad(f, ((0, 0), (0, height - f.shape[1]), (0, 0), (0, 0)))
+    for f in frames
+  ]
+  video_TxO = np.concatenate(frames, axis=2)
+  if captions_T is not None:
+    width = video_TxO.shape[2]
+    bars = np.stack([_caption_bar(t, width) for t in captions_T])
+    video_TxO = np.concatenate([video_TxO, bars], axis=1)
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  # duration: milliseconds per frame (imageio's pillow plugin); loop forever.
+  imageio.mimsave(path, list(video_TxO), duration=1000 / fps, loop=0)
+  return path
+
+
+def top_down_frames(env, env_state_T, episode_start_T, task) -> np.ndarray:
+  """[T, S, S, 3] the env's top-down map at each step, with the path of the
+  current episode so far."""
+  env_state_T = jax.tree.map(jnp.asarray, env_state_T)  # indexed in jit
+  episode_T = jnp.cumsum(jnp.asarray(episode_start_T))
+  steps = jnp.arange(episode_T.shape[0])
+
+  def draw(t):
+    state = jax.tree.map(lambda x: x[t], env_state_T)
+    shown = (episode_T == episode_T[t]) & (steps <= t)
+    return env.render_top_down(state, task, trail=(env_state_T, shown))
+
+  return np.asarray(jax.jit(jax.vmap(draw))(steps))
+
+
+def write_rollout_gif(
+  env,
+  net: model.Transformer,
+  params,
+  task,
+  key,
+  path: str,
+  num_episodes: int = 2,
+  temperature: float = 1.0,
+) -> str | None:
+  """A GIF of one rollout of the model on one task (pixel envs): the agent's
+  view, the env's top-down map beside it where it draws one (its
+  `render_top_down`), episode and return below. Returns the path, or None
+  (logged) without imageio.
+  """
+  num_steps = num_episodes * rollout.episode_length(task)
+  run = rollout.make_rollout(env, net, num_steps, temperature, record=True)
+  out = jax.device_get(jax.jit(run)(key, params, task))
+  top_down = None
+  if getattr(env, 'render_top_down', None) is not None:  # gymnax: none
+    top_down = top_down_frames(env, out.env_state, out.episode_start, task)
+  return rollout_gif(
+    path,
+    np.asarray(out.obs),
+    top_down,
+    captions(out.reward, out.episode_start),
+  )
