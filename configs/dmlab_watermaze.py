@@ -163,7 +163,8 @@ def _search(preset: str) -> ml_collections.ConfigDict:
     num_steps=2000, batch_size=16, learning_rate=1e-3, warmup_steps=100
   )
   config.train.eval_every = 500
-  config.ed = config_lib.ed(expert_episodes=4, num_steps=500)
+  # The last 6 of 16 episodes: one 300-step window of the search exploiting.
+  config.ed = config_lib.ed(expert_episodes=6, num_steps=500)
   config.evaluation = config_lib.evaluation(num_episodes=16)
   # 32 held-out platforms x 4 seeds = 128 rollouts.
   config.evaluation.num_test_tasks = 32

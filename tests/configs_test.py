@@ -40,6 +40,7 @@ EXTRA_PRESETS = {
   'dark_room_hard': ('ad_epsilon', 'coverage', 'ppo'),
   'dark_key_to_door': ('ad_epsilon', 'coverage', 'ppo'),
   'adversarial_bandit': ('ucb',),
+  'dmlab_watermaze': ('search', 'search_smoke'),
 }
 SECTIONS = (
   'env',

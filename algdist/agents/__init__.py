@@ -26,6 +26,7 @@ _ALGORITHMS = {
   'noise_distillation': 'noise_distillation',
   'coverage': 'coverage',
   'pose_search': 'pose_search',
+  'dyna_q': 'dyna_q',
 }
 
 
