@@ -40,7 +40,7 @@ EXTRA_PRESETS = {
   'dark_room_hard': ('ad_epsilon', 'coverage', 'ppo'),
   'dark_key_to_door': ('ad_epsilon', 'coverage', 'ppo'),
   'adversarial_bandit': ('ucb',),
-  'dmlab_watermaze': ('search', 'search_smoke'),
+  'dmlab_watermaze': ('search', 'search_smoke', 'dqn', 'paper_smoke'),
 }
 SECTIONS = (
   'env',
@@ -57,8 +57,18 @@ SECTIONS = (
 # a door): how many steps their expert episodes hold depends on the data.
 ENDS_EARLY = ('dark_room_hard', 'dark_key_to_door')
 # The smoke runs' cheapest, for the rerun test.
-# The one family whose whole pipeline runs by default; the others' are slow.
-DEFAULT_PIPELINE = 'dark_room'
+DEFAULT_PIPELINE = ('dark_room', 'smoke')
+# Smoke pipelines (config, preset) of the default run; the others' are slow.
+# Watermaze's `search_smoke` runs by default in encoder_test.py.
+SMOKE_RUNS = [(name, 'smoke') for name in CONFIGS] + [
+  ('dmlab_watermaze', 'paper_smoke'),
+  ('dmlab_watermaze', 'search_smoke'),
+]
+DEFAULT_SMOKE_RUNS = (
+  DEFAULT_PIPELINE,
+  ('dmlab_watermaze', 'smoke'),
+  ('dmlab_watermaze', 'paper_smoke'),
+)
 
 
 def locked(name: str, preset: str | None):
@@ -184,18 +194,18 @@ def test_typos_and_unknown_presets_are_errors(name):
 
 @pytest.fixture(scope='module')
 def smoke_run(tmp_path_factory):
-  """`smoke_run(name) -> (config, workdir, seconds)`: the smoke preset run
-  end to end through `main.run`, once per module."""
+  """`smoke_run(name, preset) -> (config, workdir, seconds)`: a smoke
+  preset run end to end through `main.run`, once per module."""
   done = {}
 
-  def get(name):
-    if name not in done:
-      config = locked(name, 'smoke')
-      workdir = str(tmp_path_factory.mktemp(f'smoke_{name}'))
+  def get(name, preset):
+    if (name, preset) not in done:
+      config = locked(name, preset)
+      workdir = str(tmp_path_factory.mktemp(f'{preset}_{name}'))
       start = time.perf_counter()
       main.run(config, workdir)
-      done[name] = (config, workdir, time.perf_counter() - start)
-    return done[name]
+      done[name, preset] = (config, workdir, time.perf_counter() - start)
+    return done[name, preset]
 
   return get
 
@@ -206,14 +216,14 @@ def _read_results(workdir: str) -> dict:
 
 
 @pytest.mark.parametrize(
-  'name',
+  'name, preset',
   [
-    name if name == DEFAULT_PIPELINE else pytest.param(name, marks=SLOW)
-    for name in CONFIGS
+    run if run in DEFAULT_SMOKE_RUNS else pytest.param(*run, marks=SLOW)
+    for run in SMOKE_RUNS
   ],
 )
-def test_smoke_pipeline_writes_results_of_the_contract(name, smoke_run):
-  config, workdir, _ = smoke_run(name)
+def test_smoke_pipeline_writes_results_of_the_contract(name, preset, smoke_run):
+  config, workdir, _ = smoke_run(name, preset)
   e = config.evaluation
   results = _read_results(workdir)
   assert results['env'] == config.env.name
@@ -278,7 +288,7 @@ def _snapshot(workdir: str) -> dict:
 
 
 def test_rerunning_a_finished_workdir_skips_every_stage(smoke_run):
-  config, workdir, first_seconds = smoke_run(DEFAULT_PIPELINE)
+  config, workdir, first_seconds = smoke_run(*DEFAULT_PIPELINE)
   before = _snapshot(workdir)
   start = time.perf_counter()
   main.run(config, workdir)

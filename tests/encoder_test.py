@@ -41,7 +41,7 @@ def test_settings_that_cannot_work_are_named():
 def test_a_frozen_encoder_is_pretrained_once_and_shared_by_ad_and_ed(
   tmp_path, monkeypatch
 ):
-  config = _search_smoke(pretrain_steps=20, freeze=True)
+  config = dmlab_watermaze.get_config('search_smoke')  # frozen, pretrained
   calls = []
   pretrain = encoder.pretrain
   monkeypatch.setattr(

@@ -65,3 +65,18 @@ def test_finds_the_platform_within_a_few_episodes_then_returns_to_it():
   # than the first, which sweep.
   assert visits[:, 8:].mean() > 4.0
   assert visits[:, 8:].mean() > 2 * visits[:, :2].mean()
+
+
+def test_planned_targets_keep_the_searchers_choice_where_a_slip_was_taken():
+  env, params = envs.make('watermaze', image_height=12, image_width=16)
+  config, make_train = agents.get(
+    'pose_search', num_steps=200, epsilon=0.3, imitate='planned'
+  )
+  task = jax.tree.map(lambda x: x[0], env.tasks(params, 'train', num=1))
+  _, history = jax.jit(make_train(config, env))(jax.random.key(0), task)
+  slipped = np.asarray(history.action != history.target)
+  # About epsilon x 7/8 of the steps took another action than planned.
+  assert 0.15 < slipped.mean() < 0.4
+  plain_config, make_plain = agents.get('pose_search', num_steps=200)
+  _, plain = jax.jit(make_plain(plain_config, env))(jax.random.key(0), task)
+  assert plain.target is None

@@ -57,6 +57,10 @@ class Config:
   # values. 1 did as well as 2 or 4 and runs 3x faster than 2.
   planning_sweeps: int = 1
   epsilon: float = 0.0  # probability of a uniform random action per step
+  # The action the history asks the model to imitate: 'taken' (the
+  # epsilon-greedy one) or 'planned' (the greedy one, also where epsilon
+  # replaced it; History.target), as pose_search.Config.imitate.
+  imitate: str = 'taken'
 
 
 CONFIGS = {'dyna_q': Config()}
@@ -87,6 +91,10 @@ def validate(config: Config) -> None:
     raise ValueError(f'optimism={config.optimism}: must be in [0, 1].')
   if not 0 <= config.epsilon <= 1:
     raise ValueError(f'epsilon={config.epsilon}: must be in [0, 1].')
+  if config.imitate not in ('taken', 'planned'):
+    raise ValueError(
+      f"imitate='{config.imitate}': must be 'taken' or 'planned'."
+    )
 
 
 def lattice_size(config: Config, params: watermaze.EnvParams) -> int:
@@ -203,7 +211,10 @@ def make_train(config: Config, env):
       model = jax.vmap(learn)(
         model, state, action, new_state, new_cell, step.reward
       )
-      return (model, actors), step.history()
+      history = step.history()
+      if config.imitate == 'planned':
+        history = history.replace(target=greedy.astype(jnp.int32))
+      return (model, actors), history
 
     key_reset, key_scan = jax.random.split(key)
     actors = base.reset_actors(env, task_params, key_reset, num_actors)

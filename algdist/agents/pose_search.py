@@ -48,6 +48,13 @@ class Config:
   # 3x this it turns and moves at once (actions 6, 7); beyond, it turns.
   aim: float = 15.0
   epsilon: float = 0.0  # probability of a uniform random action per step
+  # The action the history asks the model to imitate: 'taken' (random or
+  # not) or 'planned' (the searcher's own choice, also where epsilon
+  # replaced it; History.target). With epsilon > 0 and 'planned', the
+  # histories show recoveries from slips with no slip to copy, and the
+  # previous action stops predicting the next one (a model that copies its
+  # last action walks straight into the wall).
+  imitate: str = 'taken'
 
 
 CONFIGS = {'pose_search': Config()}
@@ -76,6 +83,10 @@ def validate(config: Config) -> None:
     raise ValueError(f'aim={config.aim}: must be in (0, 60) degrees.')
   if not 0 <= config.epsilon <= 1:
     raise ValueError(f'epsilon={config.epsilon}: must be in [0, 1].')
+  if config.imitate not in ('taken', 'planned'):
+    raise ValueError(
+      f"imitate='{config.imitate}': must be 'taken' or 'planned'."
+    )
 
 
 def sweep_points(spacing: float, params: watermaze.EnvParams) -> np.ndarray:
@@ -168,7 +179,10 @@ def make_train(config: Config, env):
       memory = jax.vmap(remember, (0, 0, 0, None, None))(
         memory, new_pos, step.reward, points, config.pass_radius
       )
-      return (memory, actors), step.history()
+      history = step.history()
+      if config.imitate == 'planned':
+        history = history.replace(target=planned)
+      return (memory, actors), history
 
     key_reset, key_scan = jax.random.split(key)
     actors = base.reset_actors(env, task_params, key_reset, num_actors)
