@@ -191,6 +191,20 @@ class _Stage:
     run = lambda k, t: fn(k, params, t)
     return _over_splits(run, self.keys, self.splits, chunk)
 
+  def gif(self, method: str, policy, params) -> None:
+    """On image observations, a GIF of `policy`'s first held-out rollout
+    (WORKDIR/eval/<method>_test.gif; process 0)."""
+    image = len(self.env.observation_space(self.env_params).shape) == 3
+    if image and 'test' in self.splits and jax.process_index() == 0:
+      video.write_rollout_gif(
+        self.env,
+        policy,
+        params,
+        jax.tree.map(lambda x: x[0], self.splits['test']),
+        self.keys['test'][0, 0],
+        os.path.join(self.workdir, 'eval', f'{method}_test.gif'),
+      )
+
 
 def _model_returns(stage: _Stage, method: str):
   """AD or ED acting with frozen weights from an empty context (None
@@ -200,41 +214,26 @@ def _model_returns(stage: _Stage, method: str):
   if restored is None:
     return None
   cfg, params, extra = restored
-  net = model.Transformer(cfg)
+  policy = rollout.model_policy(model.Transformer(cfg), e.temperature)
   if cfg not in stage.model_fns:
-    policy = rollout.model_policy(net, e.temperature)
     stage.model_fns[cfg] = make_returns_fn(
       stage.env, policy, e.num_episodes, stage.env_params
     )
   returns = stage.policy_returns(stage.model_fns[cfg], params)
-  # The conv encoder is what the model config says for pixel observations
-  # (config_lib.model_config decides it from the env).
-  pixels = cfg.obs_encoder == 'conv'
-  if pixels and 'test' in stage.splits and jax.process_index() == 0:
-    video.write_rollout_gif(
-      stage.env,
-      net,
-      params,
-      jax.tree.map(lambda x: x[0], stage.splits['test']),
-      stage.keys['test'][0, 0],
-      os.path.join(stage.workdir, 'eval', f'{method}_test.gif'),
-      temperature=e.temperature,
-    )
+  stage.gif(method, policy, params)
   return returns, {'episodes_of_experience_per_episode': 1, **extra}
 
 
 def _random_returns(stage: _Stage, method: str):
   """A uniform random policy."""
-  del method
-  num_actions = stage.env.action_space(stage.env_params).n
+  policy = rollout.random_policy(stage.env.action_space(stage.env_params).n)
   fn = make_returns_fn(
-    stage.env,
-    rollout.random_policy(num_actions),
-    stage.config.evaluation.num_episodes,
-    stage.env_params,
+    stage.env, policy, stage.config.evaluation.num_episodes, stage.env_params
   )
   extra = {'episodes_of_experience_per_episode': 1}
-  return stage.policy_returns(fn, None), extra
+  returns = stage.policy_returns(fn, None)
+  stage.gif(method, policy, None)
+  return returns, extra
 
 
 def _learner_returns(stage: _Stage, method: str):

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from algdist import model, rollout
+from algdist import rollout
 
 CAPTION_HEIGHT = 14  # pixels of the caption bar under each frame
 
@@ -97,22 +97,15 @@ def top_down_frames(env, env_state_T, episode_start_T, task) -> np.ndarray:
 
 
 def write_rollout_gif(
-  env,
-  net: model.Transformer,
-  params,
-  task,
-  key,
-  path: str,
-  num_episodes: int = 2,
-  temperature: float = 1.0,
+  env, policy, params, task, key, path: str, num_episodes: int = 2
 ) -> str | None:
-  """A GIF of one rollout of the model on one task (pixel envs): the agent's
-  view, the env's top-down map beside it where it draws one (its
-  `render_top_down`), episode and return below. Returns the path, or None
-  (logged) without imageio.
+  """A GIF of one rollout of `policy` (a rollout.Policy: the model's, or
+  random) on one task of a pixel env: the agent's view, the env's top-down
+  map beside it where it draws one (its `render_top_down`), episode and
+  return below. Returns the path, or None (logged) without imageio.
   """
   num_steps = num_episodes * rollout.episode_length(task)
-  run = rollout.make_rollout(env, net, num_steps, temperature, record=True)
+  run = rollout.make_policy_rollout(env, policy, num_steps, record=True)
   out = jax.device_get(jax.jit(run)(key, params, task))
   top_down = None
   if getattr(env, 'render_top_down', None) is not None:  # gymnax: none

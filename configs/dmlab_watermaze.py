@@ -114,7 +114,9 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   config.evaluation = config_lib.evaluation(num_episodes=16)
   # 32 held-out platforms x 4 seeds = 128 rollouts.
   config.evaluation.update(num_test_tasks=32, num_train_tasks=16, num_seeds=4)
-  # Greedy: chosen on training platforms (RESULTS.md).
+  # Greedy: on training platforms the study behind this recipe found it
+  # better than sampling (3.70 visits against 2.72 at temperature 1; issue
+  # 21). Held-out platforms played no part in the choice.
   config.evaluation.temperature = 0.0
   if preset in ('smoke', 'search_smoke'):
     config.env.overrides.update(image_height=12, image_width=16)

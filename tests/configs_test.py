@@ -259,7 +259,7 @@ def test_smoke_pipeline_writes_results_of_the_contract(name, preset, smoke_run):
     steps = os.listdir(os.path.join(workdir, 'checkpoints', method))
     assert str(train.train_section(config, method).num_steps) in steps, method
   if name == 'dmlab_watermaze':  # pixels: rollouts as GIFs too
-    for method in ('ad', 'ed'):
+    for method in ('ad', 'ed', 'random'):
       assert os.path.exists(os.path.join(workdir, 'eval', f'{method}_test.gif'))
 
 
