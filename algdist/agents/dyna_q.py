@@ -57,6 +57,11 @@ class Config:
   # values. 1 did as well as 2 or 4 and runs 3x faster than 2.
   planning_sweeps: int = 1
   epsilon: float = 0.0  # probability of a uniform random action per step
+  # Among equally valued actions: 'random' (uniform), or 'forward' (walk
+  # on if that is one of them, else move and turn, else turn, else strafe
+  # or back up; uniform within a level): fewer jittery steps, so paths
+  # a model can read off the frames.
+  tie_break: str = 'random'
   # The action the history asks the model to imitate: 'taken' (the
   # epsilon-greedy one) or 'planned' (the greedy one, also where epsilon
   # replaced it; History.target), as pose_search.Config.imitate.
@@ -64,6 +69,10 @@ class Config:
 
 
 CONFIGS = {'dyna_q': Config()}
+TIE_BREAKS = ('random', 'forward')
+# Preference level of each action under tie_break='forward' (watermaze
+# ACTIONS order): forward, then move and turn, then turn, then the rest.
+_LEVEL = jnp.array([3, 0, 0, 0, 1, 1, 2, 2], jnp.float32)
 
 
 @struct.dataclass
@@ -91,6 +100,10 @@ def validate(config: Config) -> None:
     raise ValueError(f'optimism={config.optimism}: must be in [0, 1].')
   if not 0 <= config.epsilon <= 1:
     raise ValueError(f'epsilon={config.epsilon}: must be in [0, 1].')
+  if config.tie_break not in TIE_BREAKS:
+    raise ValueError(
+      f"tie_break='{config.tie_break}': must be one of {TIE_BREAKS}."
+    )
   if config.imitate not in ('taken', 'planned'):
     raise ValueError(
       f"imitate='{config.imitate}': must be 'taken' or 'planned'."
@@ -187,7 +200,10 @@ def make_train(config: Config, env):
     def act(model, state, key):
       q = action_values(model, state, config)
       best = q >= q.max() - 1e-6
-      return jnp.argmax(jnp.where(best, jax.random.uniform(key, q.shape), -1))
+      score = jax.random.uniform(key, q.shape)
+      if config.tie_break == 'forward':
+        score = score + _LEVEL
+      return jnp.argmax(jnp.where(best, score, -1))
 
     def _dyna_step(carry, key_t):
       model, actors = carry
