@@ -29,7 +29,7 @@ def test_pretraining_learns_to_read_the_pose_from_a_frame():
 
 def test_settings_that_cannot_work_are_named():
   with pytest.raises(ValueError, match='freeze a random encoder'):
-    encoder.check(_search_smoke(freeze=True))
+    encoder.check(_search_smoke(freeze=True, pretrain_steps=0))
   config = dark_room.get_config('smoke')
   config.model.encoder.pretrain_steps = 10
   with pytest.raises(ValueError, match='dark_room has no pose_views'):

@@ -1,0 +1,18 @@
+"""Every Watermaze preset's smoke run, end to end (the default preset's and
+the paper's here; `search_smoke` in encoder_test.py): apart from
+configs_test.py so that they run beside its pipelines."""
+
+import pytest
+from configs_test import check_smoke_results, locked
+
+from algdist import main
+
+
+@pytest.mark.parametrize('preset', ['smoke', 'paper_smoke'])
+def test_watermaze_smoke_pipeline_writes_results_of_the_contract(
+  preset, tmp_path
+):
+  config = locked('dmlab_watermaze', preset)
+  workdir = str(tmp_path / preset)
+  main.run(config, workdir)
+  check_smoke_results('dmlab_watermaze', config, workdir)
