@@ -93,3 +93,22 @@ def test_the_cell_that_pays_most_is_on_the_platform(run):
   centre = -1 + (np.stack([best % n, best // n], -1) + 0.5) * config.cell
   gap = np.linalg.norm(centre - np.asarray(run['tasks'].platform), axis=-1)
   assert np.all(gap <= params.platform_radius + config.cell), gap
+
+
+def test_forward_tie_breaking_walks_on_where_every_action_is_worth_the_same():
+  env, params = envs.make('watermaze', image_height=12, image_width=16)
+  task = jax.tree.map(lambda x: x[0], env.tasks(params, 'test', num=1))
+  actions = {}
+  for tie_break in dyna_q.TIE_BREAKS:
+    config, make_train = agents.get(
+      'dyna_q', num_steps=30, num_actors=4, tie_break=tie_break
+    )
+    _, history = jax.jit(make_train(config, env))(jax.random.key(0), task)
+    actions[tie_break] = np.asarray(history.action)
+  # An empty model values every move alike (optimism): 'forward' walks on,
+  # 'random' picks any of them.
+  assert (actions['forward'][:, :3] == 0).all()
+  assert (actions['random'][:, :3] != 0).any()
+  config, make_train = agents.get('dyna_q', tie_break='left')
+  with pytest.raises(ValueError, match="tie_break='left'"):
+    make_train(config, env)
