@@ -8,8 +8,7 @@ per method (`_METHODS`); it writes WORKDIR/eval/results.json (contract in
 DESIGN.md; its scores, AD against its source among them, come from
 `algdist.scores`) and returns.npz. `evaluate_prompts`: paper Fig. 5.
 
-Shape letters: see the glossary in algdist/__init__.py. R counts
-rollouts per task (seeds).
+Shape letters: the glossary in algdist/__init__.py; R: rollouts per task.
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -66,9 +66,9 @@ def make_source_returns_fn(
   episodes end early a run holds more), and its actors per learner.
 
   The whole run, not the models' E: "how much experience does the source
-  need" has no answer on a curve cut short. A learner with A actors
-  consumes A episodes of experience per episode of one stream; the count is
-  returned so that reports can say so.
+  need" has no answer on a curve cut short. A learner whose A actors pool
+  their experience used A episodes of it per episode of one stream (1 for
+  a module with POOLS_ACTORS = False); reports say how many.
   """
   algorithm_config, make_train = agents.get(
     source_config.algorithm, **source_config.config.to_dict()
@@ -84,7 +84,8 @@ def make_source_returns_fn(
     return rollout.stream_episode_returns(stream, num_episodes, max_length)
 
   fn = jax.jit(jax.vmap(jax.vmap(returns, (0, None)), (0, 0)))
-  return fn, int(getattr(algorithm_config, 'num_actors', 1))
+  pools = getattr(sys.modules[make_train.__module__], 'POOLS_ACTORS', True)
+  return fn, int(getattr(algorithm_config, 'num_actors', 1)) if pools else 1
 
 
 def _chunked(fn: Callable, keys_NxR, tasks, chunk: int) -> np.ndarray:

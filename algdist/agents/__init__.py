@@ -3,7 +3,9 @@
 Each module holds one algorithm (or a family of close variants): a frozen
 `Config` dataclass, `CONFIGS` mapping each algorithm name it serves to its
 default config, and `make_train(config, env) -> train(key, task_params) ->
-(state, History)`.
+(state, History)`. A module whose actors each learn alone sets
+`POOLS_ACTORS = False`; otherwise a learner's actors pool their experience
+(one stream's episode cost num_actors episodes of it).
 """
 
 from __future__ import annotations

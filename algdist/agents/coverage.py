@@ -89,6 +89,9 @@ class Config:
 
 
 CONFIGS = {'coverage': Config()}
+# Each actor keeps its own memory: a stream's episode is one episode of
+# experience, however many actors run beside it (algdist.agents).
+POOLS_ACTORS = False
 ORDERS = ('nearest', 'snake')
 EXPLOITS = ('shortest', 'retrace')
 IMITATE = ('taken', 'planned')

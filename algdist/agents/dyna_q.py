@@ -69,6 +69,9 @@ class Config:
 
 
 CONFIGS = {'dyna_q': Config()}
+# Each actor keeps its own memory: a stream's episode is one episode of
+# experience, however many actors run beside it (algdist.agents).
+POOLS_ACTORS = False
 TIE_BREAKS = ('random', 'forward')
 # Preference level of each action under tie_break='forward' (watermaze
 # ACTIONS order): forward, then move and turn, then turn, then the rest.

@@ -58,6 +58,9 @@ class Config:
 
 
 CONFIGS = {'pose_search': Config()}
+# Each actor keeps its own memory: a stream's episode is one episode of
+# experience, however many actors run beside it (algdist.agents).
+POOLS_ACTORS = False
 
 
 @struct.dataclass
