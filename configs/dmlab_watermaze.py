@@ -34,7 +34,14 @@ context of three episodes. DQN's histories gain about 0.01 platform visits
 across 150 steps, and AD distilled from them stays flat (RESULTS.md);
 Dyna-Q's go from about 0.4 visits to 5 within 5 to 8 episodes.
 
-Expected (2-core CPU, measured; RESULTS.md): see the Watermaze section.
+Expected (2-core CPU, Python 3.12, JAX 0.11.2, measured; RESULTS.md),
+platform visits per episode on 32 held-out platforms x 4 seeds, mean of
+episodes 1-4 -> 13-16 with the 95% interval of the rise:
+default: 13 minutes for every stage; Dyna-Q from scratch 1.63 -> 4.33,
+AD 0.73 -> 0.56 (-0.16 [-0.41, +0.09]): flat, the issue's target missed.
+`:search`: 12.5 minutes; the search 2.14 -> 4.14, AD 1.12 -> 2.37 (+1.25
+[+0.90, +1.59]), ED 0.57 -> 0.92, random 0.18 -> 0.21.
+`:dqn`: 30 minutes; AD flat (0.24 -> 0.23 with 8 platforms).
 """
 
 import ml_collections
