@@ -49,11 +49,14 @@ class PoseHead(nn.Module):
 
 
 def _inputs(config) -> dict:
-  """What the pretrained encoder depends on (its meta.json)."""
+  """What the pretrained encoder depends on (its meta.json); not `freeze`,
+  which changes only what training does with it."""
+  encoder = config.model.encoder.to_dict()
+  encoder.pop('freeze')
   return {
     'env': config.env.to_dict(),
     'model': {k: config.model[k] for k in ('d_model', 'conv_layers', 'dtype')},
-    'encoder': config.model.encoder.to_dict(),
+    'encoder': encoder,
   }
 
 
@@ -131,13 +134,11 @@ def encoder_params(config, workdir: str) -> dict | None:
   meta = files.read_json(
     os.path.join(directory, META_FILE), remedy='Delete it to pretrain again.'
   )
-  cfg, _ = config_lib.model_config(config)
-  template = nn.meta.unbox(
-    PoseHead(cfg).init(
-      jax.random.key(0), jnp.zeros((1,) + _frame_shape(config), jnp.uint8)
-    )
-  )['params']['obs']
   if meta is not None and meta.get('inputs') == _json(_inputs(config)):
+    cfg, obs = config_lib.model_config(config)
+    frames = jax.ShapeDtypeStruct((1,) + obs.shape, obs.dtype)
+    init = lambda key, x: PoseHead(cfg).init(key, x)['params']['obs']
+    template = nn.meta.unbox(jax.eval_shape(init, jax.random.key(0), frames))
     with open(os.path.join(directory, PARAMS_FILE), 'rb') as f:
       return serialization.from_bytes(template, f.read())
   params, summary = pretrain(config)
@@ -152,11 +153,6 @@ def encoder_params(config, workdir: str) -> dict | None:
       {'inputs': _json(_inputs(config)), **summary},
     )
   return jax.tree.map(np.asarray, params)
-
-
-def _frame_shape(config) -> tuple[int, ...]:
-  _, obs = config_lib.model_config(config)
-  return tuple(obs.shape)
 
 
 def _json(tree):

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -84,8 +83,8 @@ def make_source_returns_fn(
     return rollout.stream_episode_returns(stream, num_episodes, max_length)
 
   fn = jax.jit(jax.vmap(jax.vmap(returns, (0, None)), (0, 0)))
-  pools = getattr(sys.modules[make_train.__module__], 'POOLS_ACTORS', True)
-  return fn, int(getattr(algorithm_config, 'num_actors', 1)) if pools else 1
+  actors = int(getattr(algorithm_config, 'num_actors', 1))
+  return fn, actors if agents.pools_actors(source_config.algorithm) else 1
 
 
 def _chunked(fn: Callable, keys_NxR, tasks, chunk: int) -> np.ndarray:

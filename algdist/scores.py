@@ -91,12 +91,12 @@ def ad_late_versus(results: dict) -> dict:
   methods = results['methods']
   out = {}
   for split, ad in methods.get('ad', {}).items():
+    if 'late_mean' not in ad:
+      continue
     rows = {}
     for name, by_split in methods.items():
       other = by_split.get(split)
       if name == 'ad' or other is None or 'late_mean' not in other:
-        continue
-      if 'late_mean' not in ad:
         continue
       diff = ad['late_mean'] - other['late_mean']
       sem = float(np.hypot(ad['late_sem'], other['late_sem']))

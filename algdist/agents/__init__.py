@@ -36,6 +36,14 @@ def names() -> list[str]:
   return sorted(_ALGORITHMS)
 
 
+def pools_actors(name: str) -> bool:
+  """Whether algorithm `name`'s actors pool their experience (one stream's
+  episode cost num_actors episodes of it); False for a module whose actors
+  each learn alone (`POOLS_ACTORS = False`)."""
+  module = importlib.import_module(f'algdist.agents.{_ALGORITHMS[name]}')
+  return getattr(module, 'POOLS_ACTORS', True)
+
+
 def get(name: str, **config):
   """Returns `(config, make_train)` for algorithm `name` with `config` set.
 

@@ -100,6 +100,30 @@ def step_actors(env, params, key: jax.Array, actors: Actors, action):
   return Actors(env_state=env_state, obs=next_obs, episode_start=done), step
 
 
+# What a history asks the model to imitate (a learner's `imitate` setting):
+# the action taken, or the one the learner planned where a slip replaced it.
+IMITATE = ('taken', 'planned')
+
+
+def check_imitate(imitate: str) -> None:
+  if imitate not in IMITATE:
+    raise ValueError(f"imitate='{imitate}': must be one of {IMITATE}.")
+
+
+def slip(key_explore, key_random, planned, epsilon: float, num_actions: int):
+  """`planned` [H] with each action replaced, with probability `epsilon`,
+  by a uniform random one (an epsilon-greedy actor's slips)."""
+  random = jax.random.randint(key_random, planned.shape, 0, num_actions)
+  explore = jax.random.uniform(key_explore, planned.shape) < epsilon
+  return jnp.where(explore, random, planned)
+
+
+def record(step: Step, planned, imitate: str) -> History:
+  """The history of `step`, asking for `planned` where `imitate` says so."""
+  history = step.history()
+  return history.replace(target=planned) if imitate == 'planned' else history
+
+
 def stream_major(history: History) -> History:
   """[T, H, ...] as scans stack it -> [H, T, ...], one stream per actor."""
   return jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), history)

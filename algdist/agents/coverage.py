@@ -94,7 +94,6 @@ CONFIGS = {'coverage': Config()}
 POOLS_ACTORS = False
 ORDERS = ('nearest', 'snake')
 EXPLOITS = ('shortest', 'retrace')
-IMITATE = ('taken', 'planned')
 
 
 @struct.dataclass
@@ -125,8 +124,7 @@ def validate(config: Config) -> None:
     raise ValueError(f'frames={config.frames}: must be in 1..8.')
   if config.exploit not in EXPLOITS:
     raise ValueError(f"exploit='{config.exploit}': must be one of {EXPLOITS}.")
-  if config.imitate not in IMITATE:
-    raise ValueError(f"imitate='{config.imitate}': must be one of {IMITATE}.")
+  base.check_imitate(config.imitate)
 
 
 def num_stages(env) -> int:
@@ -297,9 +295,7 @@ def make_train(config: Config, env):
         act, order=config.order, exploit=config.exploit
       )
       planned = jax.vmap(policy)(memory, actors.obs)
-      random = jax.random.randint(key_random, (num_actors,), 0, 5)
-      explore = jax.random.uniform(key_explore, (num_actors,)) < config.epsilon
-      action = jnp.where(explore, random, planned)
+      action = base.slip(key_explore, key_random, planned, config.epsilon, 5)
       # The cell entered; read off the dynamics because `next_obs` is
       # already the next episode's start when this step ended one.
       new_pos = jax.vmap(dark_room.grid_move, (0, 0, None))(
@@ -309,10 +305,7 @@ def make_train(config: Config, env):
       memory = jax.vmap(remember)(
         memory, new_pos, step.reward, step.done, action
       )
-      history = step.history()
-      if config.imitate == 'planned':
-        history = history.replace(target=planned)
-      return (memory, actors), history
+      return (memory, actors), base.record(step, planned, config.imitate)
 
     key_reset, key_scan = jax.random.split(key)
     actors = base.reset_actors(env, task_params, key_reset, num_actors)

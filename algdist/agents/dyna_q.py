@@ -107,10 +107,7 @@ def validate(config: Config) -> None:
     raise ValueError(
       f"tie_break='{config.tie_break}': must be one of {TIE_BREAKS}."
     )
-  if config.imitate not in ('taken', 'planned'):
-    raise ValueError(
-      f"imitate='{config.imitate}': must be 'taken' or 'planned'."
-    )
+  base.check_imitate(config.imitate)
 
 
 def lattice_size(config: Config, params: watermaze.EnvParams) -> int:
@@ -217,9 +214,9 @@ def make_train(config: Config, env):
       greedy = jax.vmap(act)(
         model, state, jax.random.split(key_act, num_actors)
       )
-      random = jax.random.randint(key_random, (num_actors,), 0, num_actions)
-      explore = jax.random.uniform(key_explore, (num_actors,)) < config.epsilon
-      action = jnp.where(explore, random, greedy)
+      action = base.slip(
+        key_explore, key_random, greedy, config.epsilon, num_actions
+      )
       # Where the step took it: read off the dynamics, because the env
       # state is already a respawn when the step paid.
       new_pos, new_heading = jax.vmap(watermaze.move, (0, 0, 0, None))(
@@ -230,10 +227,8 @@ def make_train(config: Config, env):
       model = jax.vmap(learn)(
         model, state, action, new_state, new_cell, step.reward
       )
-      history = step.history()
-      if config.imitate == 'planned':
-        history = history.replace(target=greedy.astype(jnp.int32))
-      return (model, actors), history
+      planned = greedy.astype(jnp.int32)
+      return (model, actors), base.record(step, planned, config.imitate)
 
     key_reset, key_scan = jax.random.split(key)
     actors = base.reset_actors(env, task_params, key_reset, num_actors)

@@ -86,10 +86,7 @@ def validate(config: Config) -> None:
     raise ValueError(f'aim={config.aim}: must be in (0, 60) degrees.')
   if not 0 <= config.epsilon <= 1:
     raise ValueError(f'epsilon={config.epsilon}: must be in [0, 1].')
-  if config.imitate not in ('taken', 'planned'):
-    raise ValueError(
-      f"imitate='{config.imitate}': must be 'taken' or 'planned'."
-    )
+  base.check_imitate(config.imitate)
 
 
 def sweep_points(spacing: float, params: watermaze.EnvParams) -> np.ndarray:
@@ -168,11 +165,9 @@ def make_train(config: Config, env):
       planned = jax.vmap(act, (0, 0, 0, None, None))(
         memory, state.pos, state.heading, points, config.aim
       )
-      random = jax.random.randint(
-        key_random, (num_actors,), 0, len(watermaze.ACTIONS)
+      action = base.slip(
+        key_explore, key_random, planned, config.epsilon, len(watermaze.ACTIONS)
       )
-      explore = jax.random.uniform(key_explore, (num_actors,)) < config.epsilon
-      action = jnp.where(explore, random, planned)
       # Where the step took it: read off the dynamics, because the env
       # state is already a respawn when the step paid.
       new_pos, _ = jax.vmap(watermaze.move, (0, 0, 0, None))(
@@ -182,10 +177,7 @@ def make_train(config: Config, env):
       memory = jax.vmap(remember, (0, 0, 0, None, None))(
         memory, new_pos, step.reward, points, config.pass_radius
       )
-      history = step.history()
-      if config.imitate == 'planned':
-        history = history.replace(target=planned)
-      return (memory, actors), history
+      return (memory, actors), base.record(step, planned, config.imitate)
 
     key_reset, key_scan = jax.random.split(key)
     actors = base.reset_actors(env, task_params, key_reset, num_actors)
