@@ -46,9 +46,7 @@ def compile_train_step(config, devices=None) -> dict:
   cfg, obs = config_lib.model_config(config)
   net = model.Transformer(cfg)
   optimizer, schedule = train.make_optimizer(config.train)
-  s = config.sharding
-  mesh = sharding.make_mesh(s.mesh_shape, s.mesh_axes, devices)
-  rules = tuple(tuple(r) for r in s.rules)
+  mesh, rules = sharding.config_mesh(config.sharding, devices)
   batch, steps = config.train.batch_size, config.data.window_steps
 
   def example_batch():

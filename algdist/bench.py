@@ -229,9 +229,7 @@ def bench_train_tokens(
   cfg, obs = config_lib.model_config(config)
   net = model.Transformer(cfg)
   optimizer, schedule = train.make_optimizer(config.train)
-  s = config.sharding
-  mesh = sharding.make_mesh(s.mesh_shape, s.mesh_axes)
-  rules = tuple(tuple(r) for r in s.rules)
+  mesh, rules = sharding.config_mesh(config.sharding)
   batch, steps = config.train.batch_size, config.data.window_steps
   rng = np.random.default_rng(0)
   high = max(cfg.obs_vocab, 1) if obs.dtype != np.uint8 else 256

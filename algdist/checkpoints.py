@@ -18,13 +18,15 @@ import contextlib
 import dataclasses
 import logging
 import os
+import signal
+import threading
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
-from algdist import config_lib, metrics, model
+from algdist import config_lib, distributed, metrics, model
 
 
 class CheckpointError(RuntimeError):
@@ -33,6 +35,38 @@ class CheckpointError(RuntimeError):
 
 class CorruptCheckpointError(CheckpointError):
   """A checkpoint step whose files cannot be read back."""
+
+
+class Preempted(Exception):  # noqa: N818  (a notice, not an error)
+  """Training stopped on a preemption notice, its state saved."""
+
+
+@contextlib.contextmanager
+def preemption_notice(manager):
+  """Yields `preempted(step) -> bool`: whether a preemption notice (SIGTERM,
+  what Cloud TPU, SLURM and Kubernetes send before they stop a job) has
+  come, so that training saves at `step` and stops.
+
+  Several processes: JAX's preemption service catches SIGTERM, and orbax's
+  `reached_preemption` makes every process answer True at the same step
+  (each must ask at every step it may stop at). One process: a SIGTERM
+  handler, held while training runs.
+  """
+  if jax.process_count() > 1:
+    yield manager.reached_preemption
+    return
+  notices = []
+  main = threading.current_thread() is threading.main_thread()
+  old = (
+    signal.signal(signal.SIGTERM, lambda *_: notices.append(1))
+    if main
+    else None
+  )
+  try:
+    yield lambda step: bool(notices)
+  finally:
+    if main:
+      signal.signal(signal.SIGTERM, old)
 
 
 def set_aside(path: str, step: int) -> str:
@@ -58,14 +92,21 @@ def make_manager(
 ) -> ocp.CheckpointManager:
   """The manager of training: keeps the newest `keep` checkpoints (None:
   all, for a reader that must delete nothing)."""
+  path = os.path.abspath(path)
+  if create:
+    # Made once, before any process looks: orbax takes a barrier only on
+    # the processes that find the folder missing, so a process that found
+    # it made by another waited at a different barrier (a hang or a
+    # mismatch error on a shared workdir).
+    if jax.process_index() == 0:
+      os.makedirs(path, exist_ok=True)
+    distributed.barrier(f'checkpoint folder {path}')
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create)
   handlers = {
     'state': ocp.StandardCheckpointHandler(),
     'meta': ocp.JsonCheckpointHandler(),
   }
-  return ocp.CheckpointManager(
-    os.path.abspath(path), options=options, item_handlers=handlers
-  )
+  return ocp.CheckpointManager(path, options=options, item_handlers=handlers)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,8 +162,9 @@ _RETRAIN = (
 @contextlib.contextmanager
 def _reader(path: str):
   """A manager that reads (creates and deletes nothing) the checkpoints in
-  `path`, or None when there is no such folder."""
-  if not os.path.isdir(path):
+  `path`, or None when there is no such folder (as process 0 found it:
+  orbax's barriers must be met by every process or none)."""
+  if not distributed.shared(f'read {path}', os.path.isdir(path)):
     yield None
     return
   manager = make_manager(path, keep=None, create=False)

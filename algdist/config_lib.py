@@ -183,6 +183,11 @@ def sharding() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.mesh_shape = (-1,)  # devices per mesh axis; -1 takes all that remain
   c.mesh_axes = ('data',)  # mesh axis names
+  # Hybrid mesh (several TPU slices or GPU nodes): granules (slices, else
+  # processes) per mesh axis, e.g. (2, 1) with mesh_axes ('replica',
+  # 'data'): data parallel across 2 granules over the slow network, FSDP
+  # within each; mesh_shape then counts the devices of one granule. () = one.
+  c.dcn_mesh_shape = ()
   # Logical axis -> mesh axis. 'data' shards the batch and, FSDP-style, the
   # feed-forward weights; logical names not listed are replicated.
   c.rules = (('batch', 'data'), ('mlp', 'data'))

@@ -34,12 +34,14 @@ from algdist import (
   model,
   rollout,
   scores,
+  sharding,
   train,
   video,
 )
 
-# Rollouts of the model per jitted call: tasks are chunked to stay below it,
-# so that paper-scale task counts do not hold every cache at once.
+# Rollouts of the model per device and jitted call: tasks are chunked to
+# stay below it, so that paper-scale task counts do not hold every cache at
+# once.
 MAX_ROLLOUTS_PER_CALL = 1024
 
 
@@ -87,21 +89,11 @@ def make_source_returns_fn(
   return fn, actors if agents.pools_actors(source_config.algorithm) else 1
 
 
-def _chunked(fn: Callable, keys_NxR, tasks, chunk: int) -> np.ndarray:
-  """fn(keys, tasks) over chunks of `chunk` tasks (the last one padded, so
-  that every call has one shape and compiles once) -> numpy [N, ...]."""
-  num = keys_NxR.shape[0]
-  chunk = max(1, min(chunk, num))
-  outs = []
-  for start in range(0, num, chunk):
-    index = np.minimum(np.arange(start, start + chunk), num - 1)
-    part = fn(keys_NxR[index], jax.tree.map(lambda x, i=index: x[i], tasks))
-    outs.append(np.asarray(part)[: num - start])
-  return np.concatenate(outs, 0)
-
-
-def _over_splits(fn: Callable, keys: dict, splits: dict, chunk: int) -> dict:
-  """`_chunked` over every split's tasks at once -> {split: [N, ...]}.
+def _over_splits(
+  fn: Callable, keys: dict, splits: dict, chunk: int, mesh
+) -> dict:
+  """`sharding.map_rows` over every split's tasks at once -> {split:
+  [N, ...]}.
 
   One batch for all splits: a rollout is a sequential scan, so test and
   train tasks side by side take the time of one split, not two.
@@ -112,7 +104,7 @@ def _over_splits(fn: Callable, keys: dict, splits: dict, chunk: int) -> dict:
   tasks = jax.tree.map(
     lambda *x: np.concatenate(x), *[splits[s] for s in names]
   )
-  out = _chunked(fn, keys_NxR, tasks, chunk)
+  out = sharding.map_rows(fn, keys_NxR, tasks, chunk, mesh)
   return dict(zip(names, np.split(out, np.cumsum(sizes)[:-1]), strict=True))
 
 
@@ -181,6 +173,7 @@ class _Stage:
   env_params: Any
   splits: dict  # split -> tasks, leaves [N, ...]
   keys: dict  # split -> keys [N, R]
+  mesh: jax.sharding.Mesh  # sharding.rows_mesh(): rollouts split over it
   # AD and ED share one model shape, so one compiled rollout serves both:
   # the second skips a compile (about 2 s of Dark Room's evaluation).
   model_fns: dict = dataclasses.field(default_factory=dict)
@@ -188,8 +181,9 @@ class _Stage:
   def policy_returns(self, fn: Callable, params) -> dict:
     """{split: returns [N, R, E]} of a `make_returns_fn` fn."""
     chunk = max(1, MAX_ROLLOUTS_PER_CALL // self.config.evaluation.num_seeds)
+    params = sharding.replicate(params, self.mesh)
     run = lambda k, t: fn(k, params, t)
-    return _over_splits(run, self.keys, self.splits, chunk)
+    return _over_splits(run, self.keys, self.splits, chunk, self.mesh)
 
   def gif(self, method: str, policy, params) -> None:
     """On image observations, a GIF of `policy`'s first held-out rollout
@@ -243,7 +237,7 @@ def _learner_returns(stage: _Stage, method: str):
   learner = config.source if method == 'source' else e.rl_baseline
   fn, num_actors = make_source_returns_fn(learner, stage.env, stage.env_params)
   learners = max(1, config.histories.learners_per_shard // e.num_seeds)
-  returns = _over_splits(fn, stage.keys, stage.splits, learners)
+  returns = _over_splits(fn, stage.keys, stage.splits, learners, stage.mesh)
   return returns, {
     'algorithm': learner.algorithm,
     # Each point on the episode axis is one episode of one actor's stream,
@@ -280,7 +274,8 @@ def _stage(config, workdir: str) -> _Stage:
     )
     for split, tasks in splits.items()
   }
-  return _Stage(config, workdir, env, env_params, splits, keys)
+  mesh = sharding.rows_mesh()
+  return _Stage(config, workdir, env, env_params, splits, keys, mesh)
 
 
 def evaluate(config, workdir: str, progress: bool = True) -> dict:
@@ -386,9 +381,12 @@ def prompted_returns(
     jax.vmap(jax.vmap(returns, (0, None, None, None)), (0, None, 0, None))
   )
   chunk = max(1, MAX_ROLLOUTS_PER_CALL // keys_NxR.shape[1])
+  mesh = sharding.rows_mesh()
+  params = sharding.replicate(params, mesh)
+  run = lambda e: lambda k, t: fn(k, params, t, e)
   return np.stack(
     [
-      _chunked(lambda k, t, e=e: fn(k, params, t, e), keys_NxR, tasks, chunk)
+      sharding.map_rows(run(e), keys_NxR, tasks, chunk, mesh)
       for e in np.asarray(epsilons, np.float32)
     ]
   )

@@ -240,24 +240,19 @@ def stream_windows(
   *,
   global_batch: int,
   start_step: int,
-  process_index: int = 0,
-  process_count: int = 1,
+  rows=None,
   num_threads: int = 4,
 ):
-  """An iterator of this process's batches from `start_step` on (grain)."""
+  """An iterator of this process's batches from `start_step` on (grain):
+  the `rows` of each global batch (default all) that its devices hold."""
   import grain  # noqa: PLC0415  (only streamed datasets need it)
 
-  if global_batch % process_count:
-    raise ValueError(
-      f'train.batch_size={global_batch} must divide by the {process_count} '
-      'processes.'
-    )
-  local = global_batch // process_count
-  offset = process_index * local
+  rows = np.arange(global_batch) if rows is None else np.asarray(rows)
+  local = len(rows)
 
   def index(i):  # i-th window of this process -> its global index
     step, j = divmod(i, local)
-    return step * global_batch + offset + j
+    return step * global_batch + int(rows[j])
 
   dataset = (
     grain.MapDataset.range(start_step * local, 2**40)
@@ -269,6 +264,37 @@ def stream_windows(
     num_threads=num_threads, prefetch_buffer_size=2 * local
   )
   return iter(dataset.to_iter_dataset(options))
+
+
+def process_rows(layout, global_batch: int, devices=None) -> np.ndarray:
+  """Rows of a global batch that `devices` (default: this process's) hold
+  under `layout` (a sharding of the batch axis), ascending.
+
+  Read from the layout, not assumed: with a mesh axis that spans processes
+  and replicates the batch, two processes hold the same rows.
+  """
+  where = layout.devices_indices_map((global_batch,))
+  devices = layout.addressable_devices if devices is None else devices
+  held = set()
+  for device in devices:
+    held.update(range(global_batch)[where[device][0]])
+  return np.array(sorted(held), np.int64)
+
+
+def assemble(local, rows, global_batch: int, layout) -> jax.Array:
+  """The global batch of which this process read `rows` (ascending; as
+  `process_rows` gives them) into `local`."""
+  position = np.zeros(global_batch, np.int64)
+  position[rows] = np.arange(len(rows))
+
+  def piece(index):
+    first, stop, _ = index[0].indices(global_batch)
+    lo = position[first]
+    return local[(slice(lo, lo + stop - first), *index[1:])]
+
+  return jax.make_array_from_callback(
+    (global_batch, *local.shape[1:]), layout, piece
+  )
 
 
 def _stack(items):
@@ -362,18 +388,19 @@ def make_pipeline(
       seed=config.train.seed,
       first_window_prob=config.data.first_window_prob,
     )
+    # Every leaf's layout splits the batch axis alike: rows from a 1-D one.
+    mine = process_rows(shard(np.zeros(1)), batch_size)
     stream = stream_windows(
       source,
       global_batch=batch_size,
       start_step=start_step,
-      process_index=jax.process_index(),
-      process_count=jax.process_count(),
+      rows=mine,
       num_threads=config.data.num_threads,
     )
 
     def next_batch(step):
       del step  # the stream started at start_step and advances one per call
-      to_global = lambda x: jax.make_array_from_process_local_data(shard(x), x)
+      to_global = lambda x: assemble(x, mine, batch_size, shard(x))
       return jax.tree.map(to_global, next(stream))
 
   validation = None

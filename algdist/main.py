@@ -414,6 +414,9 @@ def main(argv):
     if flags.FLAGS['verbosity'].present:
       raise
     sys.exit(f'FATAL {type(e).__name__}: {e}')
+  except checkpoints.Preempted as e:
+    print(f'PREEMPTED {e}', file=sys.stderr)
+    sys.exit(143)  # 128 + SIGTERM: stopped by its notice, as a job reports
 
 
 # What a user's config, files or data can cause; anything else is a bug and

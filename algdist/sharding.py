@@ -10,7 +10,7 @@ parameter dimensions ('mlp', 'vocab' rows stay replicated: they are small).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -20,16 +20,69 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 Rules = Sequence[tuple[str, str | tuple[str, ...] | None]]
 
 
-def make_mesh(shape: Sequence[int], axes: Sequence[str], devices=None) -> Mesh:
-  """A mesh of `shape` over `devices` (default all); one -1 takes the rest."""
+def config_mesh(section, devices=None) -> tuple[Mesh, tuple]:
+  """`(mesh, rules)` as a config's sharding section declares them."""
+  mesh = make_mesh(
+    section.mesh_shape, section.mesh_axes, devices, section.dcn_mesh_shape
+  )
+  return mesh, tuple(tuple(r) for r in section.rules)
+
+
+def make_mesh(
+  shape: Sequence[int], axes: Sequence[str], devices=None, dcn_shape=()
+) -> Mesh:
+  """A mesh of `shape` over `devices` (default all); one -1 takes the rest.
+
+  With `dcn_shape`, a hybrid mesh: axis i spans dcn_shape[i] granules (TPU
+  slices, else processes) times shape[i] devices of one granule, so that
+  only the axes with dcn_shape[i] > 1 cross the slow network.
+  """
   devices = jax.devices() if devices is None else list(devices)
+  auto = (jax.sharding.AxisType.Auto,) * len(axes)
+  if dcn_shape:
+    return _hybrid_mesh(shape, axes, devices, tuple(dcn_shape), auto)
+  shape = _resolve(shape, axes, len(devices))
+  # Auto axes: the compiler propagates shardings from the declared inputs,
+  # outputs and constraints (what pjit did), rather than every op's types.
+  return jax.make_mesh(
+    tuple(shape), tuple(axes), axis_types=auto, devices=devices
+  )
+
+
+def _hybrid_mesh(shape, axes, devices, dcn_shape, axis_types) -> Mesh:
+  from jax.experimental import mesh_utils  # noqa: PLC0415
+
+  if len(dcn_shape) != len(axes):
+    raise ValueError(
+      f'sharding.dcn_mesh_shape {dcn_shape} and sharding.mesh_axes '
+      f'{tuple(axes)} must have the same length.'
+    )
+  # On TPU a granule is a slice (its devices share the fast interconnect);
+  # elsewhere (GPU nodes, CPU) it is a process.
+  by_process = devices[0].platform != 'tpu'
+  granule = lambda d: d.process_index if by_process else d.slice_index
+  count = len({granule(d) for d in devices})
+  if int(np.prod(dcn_shape)) != count:
+    raise ValueError(
+      f'sharding.dcn_mesh_shape {dcn_shape} asks for '
+      f'{int(np.prod(dcn_shape))} granules; there are {count} '
+      f'({"processes" if by_process else "slices"}).'
+    )
+  shape = _resolve(shape, axes, len(devices) // count)
+  grid = mesh_utils.create_hybrid_device_mesh(
+    shape, dcn_shape, devices, process_is_granule=by_process
+  )
+  return Mesh(grid, tuple(axes), axis_types=axis_types)
+
+
+def _resolve(shape, axes, count: int) -> list[int]:
+  """`shape` with its -1 filled in for `count` devices (checked)."""
   shape = list(shape)
   if len(shape) != len(axes):
     raise ValueError(
       f'sharding.mesh_shape {tuple(shape)} and sharding.mesh_axes '
       f'{tuple(axes)} must have the same length.'
     )
-  count = len(devices)
   if shape.count(-1) > 1:
     raise ValueError(f'sharding.mesh_shape {tuple(shape)} has several -1.')
   if -1 in shape:
@@ -45,12 +98,7 @@ def make_mesh(shape: Sequence[int], axes: Sequence[str], devices=None) -> Mesh:
       f'sharding.mesh_shape {tuple(shape)} needs {int(np.prod(shape))} '
       f'devices; there are {count}. Use -1 for one axis to fill the rest.'
     )
-  # Auto axes: the compiler propagates shardings from the declared inputs,
-  # outputs and constraints (what pjit did), rather than every op's types.
-  auto = (jax.sharding.AxisType.Auto,) * len(axes)
-  return jax.make_mesh(
-    tuple(shape), tuple(axes), axis_types=auto, devices=devices
-  )
+  return shape
 
 
 def _fit(spec: PartitionSpec, shape: Sequence[int], mesh: Mesh, name: str):
@@ -103,3 +151,60 @@ def batch_sharding(mesh: Mesh, rules: Rules, ndim: int) -> NamedSharding:
 
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
+
+
+def from_host(host, layout: jax.sharding.Sharding) -> jax.Array:
+  """`host` (the same whole array on every process) as one array laid out
+  as `layout`: each process places the pieces its own devices hold."""
+  host = np.asarray(host)
+  return jax.make_array_from_callback(host.shape, layout, host.__getitem__)
+
+
+def to_host(array: jax.Array) -> np.ndarray:
+  """The whole of a (possibly multi-process) array, on every process."""
+  if array.is_fully_addressable:
+    return np.asarray(array)
+  from jax.experimental import multihost_utils  # noqa: PLC0415
+
+  return np.asarray(multihost_utils.process_allgather(array, tiled=True))
+
+
+def rows_mesh() -> Mesh:
+  """Every device of every process on one axis, 'rows': work whose rows are
+  independent (evaluation's rollouts) splits over all of them, whatever
+  the training mesh was."""
+  return make_mesh((-1,), ('rows',))
+
+
+def replicate(tree, mesh: Mesh):
+  """A copy of every leaf of `tree` on every device of `mesh`."""
+  whole = replicated(mesh)
+  return jax.tree.map(lambda x: from_host(x, whole), tree)
+
+
+def map_rows(
+  fn: Callable, keys_N, tree, per_device: int, mesh: Mesh
+) -> np.ndarray:
+  """`fn(keys, tree)` over chunks of rows (of `keys_N` [N, ...], a key
+  array, and the leaves of `tree` [N, ...]), each chunk split over the
+  devices of `mesh` (a `rows_mesh`; `per_device` rows each at most) ->
+  numpy [N, ...], on every process. Every call has one shape (the last
+  chunk padded), a multiple of the device count, so it compiles once.
+
+  Where a row's output depends only on its own inputs (a rollout: its key
+  and task), the split changes no result.
+  """
+  num, devices = keys_N.shape[0], mesh.size
+  per_call = devices * -(-min(max(1, per_device) * devices, num) // devices)
+  rows = NamedSharding(mesh, PartitionSpec('rows'))
+  # Keys travel as their raw bits: each process places its devices' rows.
+  impl = jax.random.key_impl(keys_N)
+  key_data = np.asarray(jax.random.key_data(keys_N))
+  tree = jax.tree.map(np.asarray, tree)
+  outs = []
+  for start in range(0, num, per_call):
+    index = np.minimum(np.arange(start, start + per_call), num - 1)
+    place = lambda x, i=index: from_host(x[i], rows)
+    keys = jax.random.wrap_key_data(place(key_data), impl=impl)
+    outs.append(to_host(fn(keys, jax.tree.map(place, tree)))[: num - start])
+  return np.concatenate(outs, 0)

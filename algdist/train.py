@@ -33,6 +33,7 @@ from flax import struct
 from algdist import (
   checkpoints,
   config_lib,
+  distributed,
   encoder,
   histories,
   input_pipeline,
@@ -130,10 +131,7 @@ def with_encoder(params, encoder_params):
   holds the whole of each)."""
 
   def place(old, new):
-    new = np.asarray(new, old.dtype)
-    return jax.make_array_from_callback(
-      old.shape, old.sharding, new.__getitem__
-    )
+    return sharding.from_host(np.asarray(new, old.dtype), old.sharding)
 
   obs = jax.tree.map(place, params['embedder']['obs'], encoder_params)
   return {**params, 'embedder': {**params['embedder'], 'obs': obs}}
@@ -271,9 +269,7 @@ def train_and_evaluate(
   net = model.Transformer(cfg)
   optimizer, schedule = make_optimizer(t, cfg.freeze_encoder)
   pretrained = encoder.encoder_params(config, workdir)
-  s = config.sharding
-  mesh = sharding.make_mesh(s.mesh_shape, s.mesh_axes)
-  rules = tuple(tuple(r) for r in s.rules)
+  mesh, rules = sharding.config_mesh(config.sharding)
   ckpt_dir = checkpoints.directory(workdir, method)
   stop = t.num_steps if until is None else min(until, t.num_steps)
   with contextlib.ExitStack() as stack:
@@ -346,12 +342,16 @@ def train_and_evaluate(
     pending, last = [], writer.last_row()
     tick, tick_step = time.perf_counter(), start
     step = start
+    preempted = stack.enter_context(checkpoints.preemption_notice(manager))
     while step < stop:
       num = chunk_length(step, stop, t, max_updates)
       state, chunk_metrics = run(state, step, num)
       pending.append((chunk_metrics, num))
       step += num
-      at_end = step == stop
+      # A preemption notice ends the run here as `until` would: logged,
+      # checkpointed.
+      notice = preempted(step) and step < stop
+      at_end = step == stop or notice
       if step % t.log_every == 0 or at_end:
         fetched = [
           {k: v[i] for k, v in m.items()}
@@ -377,6 +377,14 @@ def train_and_evaluate(
         )
       if step % t.checkpoint_every == 0 or at_end:
         checkpoints.save(manager, step, state, method, recorded, t.num_steps)
+      if notice:
+        manager.wait_until_finished()
+        distributed.barrier('preempted')  # every process's part written
+        raise checkpoints.Preempted(
+          f'{method} stopped at update {step} of {t.num_steps} on a '
+          'preemption notice, its checkpoint saved: run the same command '
+          'to resume.'
+        )
   return {
     'method': method,
     'step': int(state.step),

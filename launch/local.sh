@@ -29,6 +29,9 @@ for ((i = 0; i < num; i++)); do
   pids+=("$!")
 done
 trap 'kill -9 "${pids[@]}" 2>/dev/null || true' EXIT
+# A preemption notice (SIGTERM) to this script goes to every process: they
+# save at the update they agree on and exit 143 (algdist/checkpoints.py).
+trap 'kill -TERM "${pids[@]}" 2>/dev/null || true' TERM
 
 deadline=$((SECONDS + timeout_s))
 done_count=0

@@ -392,21 +392,32 @@ def _cli(workdir):
 
 
 @pytest.mark.slow  # three CLI runs
-def test_a_run_killed_mid_training_resumes_to_identical_results(tmp_path):
+@pytest.mark.parametrize('how', [signal.SIGKILL, signal.SIGTERM])
+def test_a_run_stopped_mid_training_resumes_to_identical_results(tmp_path, how):
+  """SIGKILL: no cleanup of any kind; the run resumes from its last
+  checkpoint. SIGTERM: a preemption notice; the run saves where it is,
+  says so and exits 143."""
   whole = tmp_path / 'whole'
   subprocess.run(_cli(whole), check=True, capture_output=True, timeout=600)
   killed = tmp_path / 'killed'
   proc = subprocess.Popen(
-    _cli(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    _cli(killed), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
   )
   first = killed / 'checkpoints' / 'ad' / '100' / 'commit_success.txt'
   deadline = time.monotonic() + 300
   while not first.exists() and proc.poll() is None:
     assert time.monotonic() < deadline
     time.sleep(0.05)
-  proc.send_signal(signal.SIGKILL)  # no cleanup of any kind
-  proc.wait()
+  proc.send_signal(how)
+  _, stderr = proc.communicate(timeout=120)
   assert not (killed / 'eval' / 'results.json').exists()
+  if how == signal.SIGTERM:
+    assert proc.returncode == 143, stderr
+    (line,) = [x for x in stderr.splitlines() if x.startswith('PREEMPTED')]
+    step = int(line.split('update ')[1].split()[0])
+    assert 100 < step < 600
+    saved = checkpoints.provenance(str(killed), 'ad')
+    assert saved.step == step and not saved.finished
   subprocess.run(_cli(killed), check=True, capture_output=True, timeout=600)
   config = dark_room.get_config('smoke')
   config.train.update(num_steps=600, checkpoint_every=100, methods=('ad',))

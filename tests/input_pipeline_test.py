@@ -130,22 +130,37 @@ def test_streamed_windows_follow_the_same_rule_and_resume_exactly():
     source, global_batch=8, start_step=2, num_threads=2
   )
   chex.assert_trees_all_equal(next(resumed), batches[2])
-  # Two processes read disjoint halves of the same global batch.
-  halves = [
-    next(
-      input_pipeline.stream_windows(
-        source,
-        global_batch=8,
-        start_step=1,
-        process_index=p,
-        process_count=2,
-        num_threads=1,
+  # Each process reads the rows its devices hold, as the layout says.
+  full = input_pipeline.assemble(
+    batches[1][1], np.arange(8), 8, _layout((8,), ('data',))
+  )
+  np.testing.assert_array_equal(np.asarray(full), batches[1][1])
+  flat, grid = _layout((8,), ('data',)), _layout((4, 2), ('data', 'replica'))
+  for layout, processes, expected in [
+    # A 1-D data mesh: processes of 4 devices hold halves of the batch.
+    (flat, flat.mesh.devices.reshape(2, 4), [range(0, 4), range(4, 8)]),
+    # An axis across processes that replicates the batch: both hold all
+    # of it (a per-process slice rule would hand each half the batch).
+    (grid, grid.mesh.devices.T, [range(8), range(8)]),
+  ]:
+    for held, rows in zip(processes, expected, strict=True):
+      got = input_pipeline.process_rows(layout, 8, devices=list(held))
+      np.testing.assert_array_equal(got, np.array(rows))
+      part = next(
+        input_pipeline.stream_windows(
+          source, global_batch=8, start_step=1, rows=got, num_threads=1
+        )
       )
-    )
-    for p in (0, 1)
-  ]
-  joined = jax.tree.map(lambda a, b: np.concatenate([a, b]), *halves)
-  chex.assert_trees_all_equal(joined, batches[1])
+      chex.assert_trees_all_equal(
+        part, jax.tree.map(lambda x, r=got: x[r], batches[1])
+      )
+
+
+def _layout(shape, axes):
+  """The batch axis split over 'data' of a mesh of the 8 test devices."""
+  mesh = jax.sharding.Mesh(np.array(jax.devices()).reshape(shape), axes)
+  spec = jax.sharding.PartitionSpec('data')
+  return jax.sharding.NamedSharding(mesh, spec)
 
 
 @pytest.mark.parametrize('expert_episodes', [0, 3])

@@ -1,13 +1,19 @@
 """One run as 2 processes x 2 CPU devices (launch/local.sh) equals the same
 run as 1 process x 4 devices; each one's checkpoints evaluate in the other
-process count."""
+process count; a preemption notice stops every process at one update."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
+import chex
 import pytest
+
+from algdist import checkpoints
+from configs import dark_room
 
 _SMOKE = ['-m', 'algdist.main', '--config', 'configs/dark_room.py:smoke']
 
@@ -88,3 +94,63 @@ def test_two_processes_equal_one_and_checkpoints_cross_over(tmp_path):
   _assert_close(_curves(two), reference)
   _two_processes(one, '--mode', 'eval', logs=tmp_path / 'logs_eval')
   _assert_close(_curves(one), reference)
+
+
+# Streamed batches, and a training run long enough to be stopped midway.
+_STREAM = [
+  '--config.data.placement=stream',
+  '--config.train.num_steps=100',
+  '--config.train.checkpoint_every=20',
+  '--config.train.log_every=10',
+  '--config.train.methods=("ad",)',
+  '--config.evaluation.methods=("ad","random")',
+]
+# A hybrid mesh, a granule per process, whose batch axis ('data') stays
+# within a process: each process holds (and reads) the whole batch.
+_HYBRID = [
+  '--config.sharding.mesh_axes=("replica","data")',
+  '--config.sharding.mesh_shape=(1,-1)',
+  '--config.sharding.dcn_mesh_shape=(2,1)',
+  '--config.sharding.rules=(("batch","data"),("mlp","data"))',
+]
+
+
+@pytest.mark.slow  # three pipelines as CLI subprocesses
+def test_a_preempted_two_process_run_resumes_to_the_one_process_result(
+  tmp_path,
+):
+  one, two = tmp_path / 'one', tmp_path / 'two'
+  _one_process(one, *_STREAM)
+  command = ['launch/local.sh', '2', '--', sys.executable, *_SMOKE]
+  command += ['--workdir', str(two), *_STREAM, *_HYBRID]
+  logs = tmp_path / 'logs'
+  proc = subprocess.Popen(
+    command,
+    env={**_env(2), 'LOG_DIR': str(logs)},
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+  )
+  first = two / 'checkpoints' / 'ad' / '20' / 'commit_success.txt'
+  deadline = time.monotonic() + 600
+  while not first.exists() and proc.poll() is None:
+    assert time.monotonic() < deadline
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGTERM)  # local.sh hands it to every process
+  assert proc.wait(timeout=300) == 143
+  said = {
+    line
+    for i in (0, 1)
+    for line in (logs / f'process_{i}.log').read_text().splitlines()
+    if line.startswith('PREEMPTED')
+  }
+  (line,) = said  # both processes stopped at the same update
+  step = int(line.split('update ')[1].split()[0])
+  assert 20 < step < 100
+  assert checkpoints.provenance(str(two), 'ad').step == step
+  _two_processes(two, *_STREAM, *_HYBRID, logs=tmp_path / 'logs_resumed')
+  config = dark_room.get_config('smoke')
+  config.train.update(num_steps=100, checkpoint_every=20, methods=('ad',))
+  _, a = checkpoints.restore_params(config, str(one))
+  _, b = checkpoints.restore_params(config, str(two))
+  chex.assert_trees_all_close(a, b, atol=1e-5)
+  _assert_close(_curves(two), _curves(one))

@@ -120,6 +120,23 @@ def test_state_is_sharded_as_the_rules_say_and_steps_match_one_device():
   )
 
 
+def test_a_hybrid_mesh_places_granules_on_its_outer_axes():
+  section = config_lib.sharding()
+  section.mesh_axes = ('replica', 'data')
+  section.mesh_shape = (1, -1)  # devices of one granule (this process)
+  section.dcn_mesh_shape = (1, 1)
+  mesh, _ = sharding.config_mesh(section)
+  assert dict(mesh.shape) == {'replica': 1, 'data': 8}
+  # One process is one granule: two cannot be had here (the multi-process
+  # test builds (2, 1) over 2 processes).
+  section.dcn_mesh_shape = (2, 1)
+  with pytest.raises(ValueError, match='asks for 2 granules; there are 1'):
+    sharding.config_mesh(section)
+  section.dcn_mesh_shape = (2,)
+  with pytest.raises(ValueError, match='same length'):
+    sharding.config_mesh(section)
+
+
 def _batch(obs, cfg, batch, seed=0):
   rng = np.random.default_rng(seed)
   L = cfg.context_steps
@@ -278,6 +295,19 @@ def test_ed_num_steps_sets_eds_updates_and_scales_its_warmup(tmp_path, dataset):
   checkpoints.restore_params(config, workdir, 'ed')  # restores its own
 
 
+def _selection(config, cfg, data):
+  """(window steps, selected rows) as AD's pipeline chooses them."""
+  window = input_pipeline.run_window_steps(config, cfg)
+  selection = input_pipeline.select_histories(
+    data,
+    window_steps=window,
+    validation_tasks=config.data.validation_tasks,
+    expert_episodes=0,
+    seed=config.data.seed,
+  )
+  return window, selection
+
+
 def test_the_batch_of_a_step_is_of_training_histories_whatever_the_step_type(
   dataset,
 ):
@@ -288,17 +318,8 @@ def test_the_batch_of_a_step_is_of_training_histories_whatever_the_step_type(
   config = _config()
   data = histories.load(dataset)
   cfg, obs = config_lib.model_config(config)
-  s = config.sharding
-  mesh = sharding.make_mesh(s.mesh_shape, s.mesh_axes)
-  rules = tuple(tuple(r) for r in s.rules)
-  window = input_pipeline.run_window_steps(config, cfg)
-  selection = input_pipeline.select_histories(
-    data,
-    window_steps=window,
-    validation_tasks=config.data.validation_tasks,
-    expert_episodes=0,
-    seed=config.data.seed,
-  )
+  mesh, rules = sharding.config_mesh(config.sharding)
+  window, selection = _selection(config, cfg, data)
   train_rows = input_pipeline.device_data(
     data.history, selection.train, selection, cfg.num_actions, window
   )
@@ -320,3 +341,35 @@ def test_the_batch_of_a_step_is_of_training_histories_whatever_the_step_type(
       chex.assert_trees_all_equal(
         pipeline.next_batch(jnp.int32(step)), expected
       )
+
+
+def test_a_streamed_batch_is_the_documented_windows_on_any_mesh(dataset):
+  """Streamed: update k reads windows k * B .. k * B + B - 1 of the source,
+  each device its rows, also while the pipeline builds held-out rows."""
+  config = _config()
+  config.data.placement = 'stream'
+  data = histories.load(dataset)
+  cfg, obs = config_lib.model_config(config)
+  window, selection = _selection(config, cfg, data)
+  source = input_pipeline.WindowSource(
+    data.history,
+    selection.train,
+    selection,
+    cfg.num_actions,
+    window,
+    seed=config.train.seed,
+    first_window_prob=config.data.first_window_prob,
+  )
+  batch = config.train.batch_size
+  for devices in (jax.devices(), jax.devices()[:1]):
+    mesh, rules = sharding.config_mesh(config.sharding, devices)
+    pipeline = input_pipeline.make_pipeline(
+      config, data, 'ad', cfg, obs, mesh, rules, 1
+    )
+    assert pipeline.sample is None and pipeline.validation is not None
+    got = pipeline.next_batch(1)
+    assert len(jax.tree.leaves(got)[0].sharding.device_set) == len(devices)
+    expected = [source[batch + i] for i in range(batch)]
+    chex.assert_trees_all_equal(
+      jax.device_get(got), jax.tree.map(lambda *x: np.stack(x), *expected)
+    )
