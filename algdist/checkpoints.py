@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import logging
 import os
 import signal
@@ -41,32 +42,49 @@ class Preempted(Exception):  # noqa: N818  (a notice, not an error)
   """Training stopped on a preemption notice, its state saved."""
 
 
-@contextlib.contextmanager
-def preemption_notice(manager):
-  """Yields `preempted(step) -> bool`: whether a preemption notice (SIGTERM,
-  what Cloud TPU, SLURM and Kubernetes send before they stop a job) has
-  come, so that training saves at `step` and stops.
+# SIGTERMs a single process received while it trained; preemption checks
+# made so far (JAX numbers its sync points: every process counts alike).
+_SIGTERMS: list = []
+_CHECKS = itertools.count(1)
 
-  Several processes: JAX's preemption service catches SIGTERM, and orbax's
-  `reached_preemption` makes every process answer True at the same step
-  (each must ask at every step it may stop at). One process: a SIGTERM
-  handler, held while training runs.
-  """
-  if jax.process_count() > 1:
-    yield manager.reached_preemption
-    return
-  notices = []
-  main = threading.current_thread() is threading.main_thread()
+
+@contextlib.contextmanager
+def catch_preemption():
+  """Within: a single process takes SIGTERM (what Cloud TPU, SLURM and
+  Kubernetes send before they stop a job) as a preemption notice for
+  `preempted`, not as the end. Several processes: JAX's preemption service
+  catches it, for the whole run. Off the main thread: nothing is caught."""
+  catch = (
+    jax.process_count() == 1
+    and threading.current_thread() is threading.main_thread()
+  )
   old = (
-    signal.signal(signal.SIGTERM, lambda *_: notices.append(1))
-    if main
+    signal.signal(signal.SIGTERM, lambda *_: _SIGTERMS.append(1))
+    if catch
     else None
   )
   try:
-    yield lambda step: bool(notices)
+    yield
   finally:
-    if main:
+    if catch:
       signal.signal(signal.SIGTERM, old)
+
+
+def preempted() -> bool:
+  """Whether a preemption notice has come (then: save and stop).
+
+  Several processes: every process must call this at the same points of
+  the run (each call is one of JAX's numbered sync points, and all
+  processes answer True at the same one).
+  """
+  if jax.process_count() == 1:
+    return bool(_SIGTERMS)
+  from jax.experimental import multihost_utils  # noqa: PLC0415
+
+  try:
+    return bool(multihost_utils.reached_preemption_sync_point(next(_CHECKS)))
+  except RuntimeError:  # the preemption service is off
+    return False
 
 
 def set_aside(path: str, step: int) -> str:
@@ -94,10 +112,9 @@ def make_manager(
   all, for a reader that must delete nothing)."""
   path = os.path.abspath(path)
   if create:
-    # Made once, before any process looks: orbax takes a barrier only on
-    # the processes that find the folder missing, so a process that found
-    # it made by another waited at a different barrier (a hang or a
-    # mismatch error on a shared workdir).
+    # Made by process 0 before any process looks (a shared workdir: orbax
+    # creates it and takes barriers on its own; made first, no process
+    # races another to it).
     if jax.process_index() == 0:
       os.makedirs(path, exist_ok=True)
     distributed.barrier(f'checkpoint folder {path}')

@@ -1,4 +1,5 @@
-"""Multi-process runs: `jax.distributed`, started before any device is used.
+"""Process setup from the environment, before any device is used:
+`jax.distributed` for multi-process runs, and the compilation cache.
 
 A run spans several processes (TPU pod workers, one per GPU node or GPU,
 or several on one machine) when the environment asks for it:
@@ -85,3 +86,30 @@ def shared(name: str, value: bool) -> bool:
 
   barrier(name)
   return bool(multihost_utils.broadcast_one_to_all(jnp.int32(value)))
+
+
+def compilation_cache_from_env(environ=None) -> str | None:
+  """Turns on JAX's persistent compilation cache (programs compiled once
+  are read back by later runs: another workdir, a resumed run, a rerun);
+  returns its folder, None when off.
+
+  ALGDIST_COMPILATION_CACHE names the folder (default
+  $XDG_CACHE_HOME/algdist/jax, or ~/.cache/algdist/jax; JAX's own
+  JAX_COMPILATION_CACHE_DIR, when set, wins); '' or 0: none set here. Call
+  before anything compiles: JAX reads the setting once.
+  """
+  environ = os.environ if environ is None else environ
+  default = os.path.join(
+    environ.get('XDG_CACHE_HOME') or os.path.expanduser('~/.cache'),
+    'algdist',
+    'jax',
+  )
+  path = environ.get('ALGDIST_COMPILATION_CACHE', default)
+  if path in ('', '0'):
+    return None
+  path = jax.config.jax_compilation_cache_dir or path
+  jax.config.update('jax_compilation_cache_dir', path)
+  # Every program, the small ones too: on 2 CPU cores they add up (the
+  # Dark Room smoke pipeline: 54 s with nothing cached, 18 s after).
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+  return path

@@ -27,12 +27,14 @@ from ml_collections import config_flags
 
 from algdist import distributed
 
-# A multi-process run starts jax.distributed before the imports below touch
-# a device (gymnax builds arrays when imported); single runs skip it.
+# A multi-process run starts jax.distributed, and every run its compilation
+# cache, before the imports below touch a device (gymnax builds arrays when
+# imported); single runs skip the first.
 try:
   distributed.initialize_from_env()
 except ValueError as e:
   sys.exit(f'FATAL {e}')
+distributed.compilation_cache_from_env()
 
 from algdist import (  # noqa: E402
   checkpoints,
@@ -279,6 +281,16 @@ def run(config, workdir: str, mode: str = 'all') -> None:
     _run(config, workdir, mode)
 
 
+def _stop_if_preempted(before: str) -> None:
+  """Between stages: a preemption notice that came since the last check
+  (every process checks here alike) stops the run."""
+  if checkpoints.preempted():
+    raise checkpoints.Preempted(
+      f'stopped before {before} on a preemption notice: run the same '
+      'command to resume.'
+    )
+
+
 def _run(config, workdir: str, mode: str) -> None:
   # In a multi-process run every process computes (training and
   # evaluation are collective), and process 0 alone writes and prints.
@@ -295,6 +307,7 @@ def _run(config, workdir: str, mode: str) -> None:
 
   if 'train' in stages:
     for method in config.train.methods:
+      _stop_if_preempted(f'training {method}')
       start = time.perf_counter()
       summary = train.train_and_evaluate(config, workdir, method)
       if not lead:
@@ -313,14 +326,15 @@ def _run(config, workdir: str, mode: str) -> None:
       report.training_curves(workdir, config.train.methods)
 
   if 'eval' in stages or 'report' in stages:
+    _stop_if_preempted('evaluation')
     # Results are current when they record what they were made from and
-    # that equals what this config and the newest checkpoints are now.
+    # that equals what this config and the newest checkpoints are now
+    # (computed on every process: it meets barriers).
     remedy = 'Delete it and run --mode eval.'
     recorded = files.read_json(results, remedy=remedy)
+    now = evaluate.provenance(config, workdir)
     current = distributed.shared(
-      'eval_done',
-      recorded is not None
-      and recorded.get('provenance') == evaluate.provenance(config, workdir),
+      'eval_done', recorded is not None and recorded.get('provenance') == now
     )
     if 'eval' in stages and (mode == 'eval' or not current):
       evaluate.evaluate(config, workdir)

@@ -57,22 +57,49 @@ def _hybrid_mesh(shape, axes, devices, dcn_shape, axis_types) -> Mesh:
       f'sharding.dcn_mesh_shape {dcn_shape} and sharding.mesh_axes '
       f'{tuple(axes)} must have the same length.'
     )
-  # On TPU a granule is a slice (its devices share the fast interconnect);
-  # elsewhere (GPU nodes, CPU) it is a process.
-  by_process = devices[0].platform != 'tpu'
-  granule = lambda d: d.process_index if by_process else d.slice_index
-  count = len({granule(d) for d in devices})
-  if int(np.prod(dcn_shape)) != count:
+  kind, key = _granules(devices)
+  granules = {}
+  for d in devices:
+    granules.setdefault(key(d), []).append(d)
+  if int(np.prod(dcn_shape)) != len(granules):
     raise ValueError(
       f'sharding.dcn_mesh_shape {dcn_shape} asks for '
-      f'{int(np.prod(dcn_shape))} granules; there are {count} '
-      f'({"processes" if by_process else "slices"}).'
+      f'{int(np.prod(dcn_shape))} granules; there are {len(granules)} '
+      f'({kind}).'
     )
-  shape = _resolve(shape, axes, len(devices) // count)
-  grid = mesh_utils.create_hybrid_device_mesh(
-    shape, dcn_shape, devices, process_is_granule=by_process
+  shape = _resolve(shape, axes, len(devices) // len(granules))
+  # Each granule's devices as a mesh of `shape` (laid out on its fast
+  # interconnect), then granule-major blocks: axis i of the result is
+  # dcn_shape[i] granules x shape[i] devices.
+  inner = [
+    mesh_utils.create_device_mesh(shape, granules[k]) for k in sorted(granules)
+  ]
+  stacked = np.stack(inner).reshape(*dcn_shape, *shape)
+  n = len(shape)
+  order = [k for i in range(n) for k in (i, n + i)]
+  grid = stacked.transpose(order).reshape(
+    [a * b for a, b in zip(dcn_shape, shape, strict=True)]
   )
   return Mesh(grid, tuple(axes), axis_types=axis_types)
+
+
+def _granules(devices) -> tuple[str, Callable]:
+  """What a granule is here, and the granule of a device: a TPU slice
+  (slice_index); a GPU machine, whatever the processes on it (one per GPU
+  under SLURM); a CPU process."""
+  platform = devices[0].platform
+  if platform == 'tpu':
+    return 'slices', lambda d: d.slice_index
+  if platform == 'cpu':
+    return 'processes', lambda d: d.process_index
+  import socket  # noqa: PLC0415
+  import zlib  # noqa: PLC0415
+
+  from jax.experimental import multihost_utils  # noqa: PLC0415
+
+  mine = np.array([zlib.crc32(socket.gethostname().encode())], np.uint32)
+  hosts = np.asarray(multihost_utils.process_allgather(mine)).reshape(-1)
+  return 'machines', lambda d: int(hosts[d.process_index])
 
 
 def _resolve(shape, axes, count: int) -> list[int]:
@@ -192,7 +219,9 @@ def map_rows(
   chunk padded), a multiple of the device count, so it compiles once.
 
   Where a row's output depends only on its own inputs (a rollout: its key
-  and task), the split changes no result.
+  and task), the split changes no result. That holds for threefry keys
+  (JAX's default), not for 'rbg' ones, whose vmapped draws depend on the
+  whole batch.
   """
   num, devices = keys_N.shape[0], mesh.size
   per_call = devices * -(-min(max(1, per_device) * devices, num) // devices)

@@ -342,15 +342,15 @@ def train_and_evaluate(
     pending, last = [], writer.last_row()
     tick, tick_step = time.perf_counter(), start
     step = start
-    preempted = stack.enter_context(checkpoints.preemption_notice(manager))
+    stack.enter_context(checkpoints.catch_preemption())
     while step < stop:
       num = chunk_length(step, stop, t, max_updates)
       state, chunk_metrics = run(state, step, num)
       pending.append((chunk_metrics, num))
       step += num
       # A preemption notice ends the run here as `until` would: logged,
-      # checkpointed.
-      notice = preempted(step) and step < stop
+      # checkpointed; then Preempted stops the pipeline.
+      notice = checkpoints.preempted()
       at_end = step == stop or notice
       if step % t.log_every == 0 or at_end:
         fetched = [

@@ -7,8 +7,11 @@
 # ALGDIST_PROCESS_ID=i (algdist/distributed.py) and writes its log to
 # ${LOG_DIR:-runs/local_logs}/process_<i>.log. When one process fails, or
 # TIMEOUT seconds (default 3600) pass, every process is killed with SIGKILL:
-# distributed JAX processes ignore SIGTERM, and a survivor would wait in a
-# barrier forever. Exits with the first failure's status (124: timeout).
+# distributed JAX processes take SIGTERM as a preemption notice (they save
+# and stop at the next agreed update), and a survivor would wait in a
+# barrier forever. Exits with the first failure's status (124: timeout);
+# 143 is no failure: a preemption notice (SIGTERM to this script is passed
+# to every process), every process saving, then exiting 143 too.
 set -euo pipefail
 
 if [[ $# -lt 3 || ! $1 =~ ^[1-9][0-9]*$ || $2 != "--" ]]; then
@@ -35,6 +38,7 @@ trap 'kill -TERM "${pids[@]}" 2>/dev/null || true' TERM
 
 deadline=$((SECONDS + timeout_s))
 done_count=0
+preempted=0
 declare -A finished=()
 while ((done_count < num)); do
   if ((SECONDS >= deadline)); then
@@ -49,6 +53,12 @@ while ((done_count < num)); do
     wait "$pid" || rc=$?
     finished[$i]=1
     done_count=$((done_count + 1))
+    if ((rc == 143)); then
+      # Stopped on a preemption notice, saved: the others stop at the same
+      # update; let them finish saving.
+      preempted=1
+      continue
+    fi
     if ((rc != 0)); then
       echo "local.sh: process $i exited with $rc (log: ${logs}/process_${i}.log); killing the others" >&2
       exit "$rc"
@@ -56,4 +66,8 @@ while ((done_count < num)); do
   done
   sleep 0.2
 done
+if ((preempted)); then
+  echo "local.sh: preempted, checkpoint saved; run the same command to resume (logs in ${logs})" >&2
+  exit 143
+fi
 echo "local.sh: all $num processes exited 0 (logs in ${logs})"

@@ -106,3 +106,28 @@ def test_a_source_setting_the_config_file_leaves_alone_can_be_overridden(
   )
   with open(workdir / 'config.json') as f:
     assert json.load(f)['source']['config']['exploration'] == 0.25
+
+
+@pytest.mark.slow  # CLI subprocesses
+def test_compiled_programs_are_kept_across_runs_unless_turned_off(tmp_path):
+  def generate(workdir, **environ):
+    env = {**os.environ, **environ}
+    env.pop('JAX_COMPILATION_CACHE_DIR')  # the test run's own cache
+    subprocess.run(
+      [sys.executable, '-m', 'algdist.main']
+      + ['--config', 'configs/adversarial_bandit.py:smoke']
+      + ['--workdir', str(tmp_path / workdir), '--mode', 'generate'],
+      env=env,
+      check=True,
+      capture_output=True,
+      timeout=300,
+    )
+
+  # The default: $XDG_CACHE_HOME/algdist/jax.
+  generate('a', XDG_CACHE_HOME=str(tmp_path / 'xdg'))
+  kept = os.listdir(tmp_path / 'xdg' / 'algdist' / 'jax')
+  assert any(name.startswith('jit_') for name in kept)
+  generate(
+    'b', XDG_CACHE_HOME=str(tmp_path / 'off'), ALGDIST_COMPILATION_CACHE=''
+  )
+  assert not (tmp_path / 'off' / 'algdist').exists()

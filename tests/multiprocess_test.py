@@ -137,13 +137,14 @@ def test_a_preempted_two_process_run_resumes_to_the_one_process_result(
     time.sleep(0.05)
   proc.send_signal(signal.SIGTERM)  # local.sh hands it to every process
   assert proc.wait(timeout=300) == 143
-  said = {
-    line
+  said = [
+    [x for x in (logs / f'process_{i}.log').read_text().splitlines()]
     for i in (0, 1)
-    for line in (logs / f'process_{i}.log').read_text().splitlines()
-    if line.startswith('PREEMPTED')
-  }
-  (line,) = said  # both processes stopped at the same update
+  ]
+  said = [[x for x in lines if x.startswith('PREEMPTED')] for lines in said]
+  # Both processes stopped, at the same update.
+  assert said[0] == said[1] and len(said[0]) == 1, said
+  (line,) = said[0]
   step = int(line.split('update ')[1].split()[0])
   assert 20 < step < 100
   assert checkpoints.provenance(str(two), 'ad').step == step
