@@ -340,13 +340,22 @@ def restore_latest(manager, abstract, path: str):
   """
   while (step := manager.latest_step()) is not None:
     try:
-      return restore_state(manager, step, abstract, path)
+      state, error = restore_state(manager, step, abstract, path), None
     except CorruptCheckpointError as e:
+      state, error = None, e
+    # A step that any process could not read is set aside by process 0
+    # (one rename of the shared folder), and every process moves on.
+    if not distributed.anywhere(f'restored {path} {step}', error is not None):
+      return state
+    if jax.process_index() == 0:
       moved = set_aside(path, step)
       logging.warning(
-        '%s Set aside as %s; resuming from the one before.', e, moved
+        '%s Set aside as %s; resuming from the one before.',
+        error or f'Another process could not read step {step}.',
+        moved,
       )
-      manager.reload()
+    distributed.barrier(f'set aside {path} {step}')
+    manager.reload()
   return None
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 
 _EXPLICIT = (
   'ALGDIST_COORDINATOR',
@@ -77,6 +77,19 @@ def barrier(name: str) -> None:
     multihost_utils.sync_global_devices(name)
 
 
+def anywhere(name: str, value: bool) -> bool:
+  """Whether `value` is True on any process (every process must ask)."""
+  if jax.process_count() == 1:
+    return value
+  from jax.experimental import multihost_utils  # noqa: PLC0415
+
+  barrier(name)
+  # Host values (numpy): under a mesh context jnp would build a global
+  # array, which gathers differently.
+  flags = multihost_utils.process_allgather(np.int32(value))
+  return bool(np.any(flags))
+
+
 def shared(name: str, value: bool) -> bool:
   """`value` as process 0 decided it, on every process (after barrier
   `name`): a decision made once, so that processes never branch apart."""
@@ -85,7 +98,7 @@ def shared(name: str, value: bool) -> bool:
   from jax.experimental import multihost_utils  # noqa: PLC0415
 
   barrier(name)
-  return bool(multihost_utils.broadcast_one_to_all(jnp.int32(value)))
+  return bool(multihost_utils.broadcast_one_to_all(np.int32(value)))
 
 
 def compilation_cache_from_env(environ=None) -> str | None:
