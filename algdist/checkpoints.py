@@ -70,6 +70,13 @@ def catch_preemption():
       signal.signal(signal.SIGTERM, old)
 
 
+def stop_for_preemption(message: str):
+  """Raises Preempted(message), the notice taken (a later run in this
+  process, e.g. in a notebook, starts without it)."""
+  _SIGTERMS.clear()
+  raise Preempted(message)
+
+
 def preempted() -> bool:
   """Whether a preemption notice has come (then: save and stop).
 

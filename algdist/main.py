@@ -285,7 +285,7 @@ def _stop_if_preempted(before: str) -> None:
   """Between stages: a preemption notice that came since the last check
   (every process checks here alike) stops the run."""
   if checkpoints.preempted():
-    raise checkpoints.Preempted(
+    checkpoints.stop_for_preemption(
       f'stopped before {before} on a preemption notice: run the same '
       'command to resume.'
     )

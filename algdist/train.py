@@ -380,7 +380,7 @@ def train_and_evaluate(
       if notice:
         manager.wait_until_finished()
         distributed.barrier('preempted')  # every process's part written
-        raise checkpoints.Preempted(
+        checkpoints.stop_for_preemption(
           f'{method} stopped at update {step} of {t.num_steps} on a '
           'preemption notice, its checkpoint saved: run the same command '
           'to resume.'

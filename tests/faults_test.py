@@ -339,6 +339,27 @@ def test_an_unreadable_checkpoint_is_named_and_training_falls_back(
   chex.assert_trees_all_equal(before, after)  # bit for bit
 
 
+def test_a_preemption_notice_saves_where_training_is_and_the_rerun_resumes(
+  tmp_path, finished, monkeypatch
+):
+  """The second check (the first after a chunk of 10 updates) says a notice
+  came: AD saves update 10 and stops the pipeline; the same run again
+  resumes and ends with the uninterrupted run's parameters, bit for bit."""
+  checks = iter(range(1, 100))
+  monkeypatch.setattr(checkpoints, 'preempted', lambda: next(checks) == 2)
+  workdir = str(tmp_path / 'run')
+  with pytest.raises(checkpoints.Preempted, match='ad stopped at update 10'):
+    main.run(_smoke(), workdir)
+  saved = checkpoints.provenance(workdir, 'ad')
+  assert saved.step == 10 and not saved.finished
+  assert not os.path.exists(os.path.join(workdir, 'eval'))
+  monkeypatch.undo()
+  main.run(_smoke(), workdir)
+  _, resumed = checkpoints.restore_params(_smoke(), workdir)
+  _, whole = checkpoints.restore_params(_smoke(), finished)
+  chex.assert_trees_all_equal(resumed, whole)
+
+
 def test_provenance_names_the_checkpoints_and_the_config(finished):
   recorded = _results(finished)['provenance']
   assert recorded == evaluate.provenance(_smoke(), finished)
