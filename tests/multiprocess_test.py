@@ -105,13 +105,14 @@ _STREAM = [
   '--config.train.methods=("ad",)',
   '--config.evaluation.methods=("ad","random")',
 ]
-# A hybrid mesh, a granule per process, whose batch axis ('data') stays
-# within a process: each process holds (and reads) the whole batch.
+# The README's hybrid mesh, a granule per process: the batch split over
+# both axes (each process reads the half its devices hold), the
+# feed-forward weights only within a process.
 _HYBRID = [
   '--config.sharding.mesh_axes=("replica","data")',
   '--config.sharding.mesh_shape=(1,-1)',
   '--config.sharding.dcn_mesh_shape=(2,1)',
-  '--config.sharding.rules=(("batch","data"),("mlp","data"))',
+  '--config.sharding.rules=(("batch",("replica","data")),("mlp","data"))',
 ]
 
 
