@@ -281,22 +281,6 @@ def process_rows(layout, global_batch: int, devices=None) -> np.ndarray:
   return np.array(sorted(held), np.int64)
 
 
-def assemble(local, rows, global_batch: int, layout) -> jax.Array:
-  """The global batch of which this process read `rows` (ascending; as
-  `process_rows` gives them) into `local`."""
-  position = np.zeros(global_batch, np.int64)
-  position[rows] = np.arange(len(rows))
-
-  def piece(index):
-    first, stop, _ = index[0].indices(global_batch)
-    lo = position[first]
-    return local[(slice(lo, lo + stop - first), *index[1:])]
-
-  return jax.make_array_from_callback(
-    (global_batch, *local.shape[1:]), layout, piece
-  )
-
-
 def _stack(items):
   return jax.tree.map(lambda *xs: np.stack(xs), *items)
 
@@ -400,7 +384,11 @@ def make_pipeline(
 
     def next_batch(step):
       del step  # the stream started at start_step and advances one per call
-      to_global = lambda x: assemble(x, mine, batch_size, shard(x))
+      # JAX maps this process's rows (ascending) onto its devices' pieces;
+      # the global shape is explicit, as a replicated batch needs it.
+      to_global = lambda x: jax.make_array_from_process_local_data(
+        shard(x), x, (batch_size, *x.shape[1:])
+      )
       return jax.tree.map(to_global, next(stream))
 
   validation = None

@@ -34,8 +34,9 @@ def make_mesh(
   """A mesh of `shape` over `devices` (default all); one -1 takes the rest.
 
   With `dcn_shape`, a hybrid mesh: axis i spans dcn_shape[i] granules (TPU
-  slices, else processes) times shape[i] devices of one granule, so that
-  only the axes with dcn_shape[i] > 1 cross the slow network.
+  slices, GPU machines, CPU processes: `_granules`) times shape[i] devices
+  of one granule, so that only the axes with dcn_shape[i] > 1 cross the
+  slow network.
   """
   devices = jax.devices() if devices is None else list(devices)
   auto = (jax.sharding.AxisType.Auto,) * len(axes)

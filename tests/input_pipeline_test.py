@@ -131,8 +131,8 @@ def test_streamed_windows_follow_the_same_rule_and_resume_exactly():
   )
   chex.assert_trees_all_equal(next(resumed), batches[2])
   # Each process reads the rows its devices hold, as the layout says.
-  full = input_pipeline.assemble(
-    batches[1][1], np.arange(8), 8, _layout((8,), ('data',))
+  full = jax.make_array_from_process_local_data(
+    _layout((8,), ('data',)), batches[1][1], (8, L)
   )
   np.testing.assert_array_equal(np.asarray(full), batches[1][1])
   flat, grid = _layout((8,), ('data',)), _layout((4, 2), ('data', 'replica'))
