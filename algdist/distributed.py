@@ -123,6 +123,6 @@ def compilation_cache_from_env(environ=None) -> str | None:
   path = jax.config.jax_compilation_cache_dir or path
   jax.config.update('jax_compilation_cache_dir', path)
   # Every program, the small ones too: on 2 CPU cores they add up (the
-  # Dark Room smoke pipeline: 54 s with nothing cached, 18 s after).
+  # Dark Room smoke pipeline: 52 s with nothing cached, 18 s after).
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
   return path
