@@ -100,11 +100,19 @@ def model(
   # observations only); the default suits 72x96 frames.
   c.conv_layers = model_lib.CONV_LAYERS
   # Pose-regression pretraining of the pixel encoder (algdist/encoder.py):
-  # updates (0 = none), views per update, Adam's step size, and whether
-  # the encoder then stays fixed while AD and ED train.
+  # updates (0 = none), views per update, Adam's step size, whether the
+  # encoder then stays fixed while AD and ED train, and whether a fixed
+  # encoder's outputs are computed once per frame before training, so that
+  # updates read them instead of the frames (the same model, the conv net
+  # out of every update).
   c.encoder = ml_collections.ConfigDict(
     dict(
-      pretrain_steps=0, batch_size=256, learning_rate=1e-3, freeze=False, seed=0
+      pretrain_steps=0,
+      batch_size=256,
+      learning_rate=1e-3,
+      freeze=False,
+      cache_embeddings=False,
+      seed=0,
     )
   )
   return c

@@ -14,11 +14,16 @@ pass). The pose is an auxiliary training signal only: the model never
 sees it as an input.
 
 It is computed once per workdir, written to WORKDIR/encoder/ and shared
-by AD and ED; a config whose encoder inputs differ recomputes it.
+by AD and ED; a config whose encoder inputs differ recomputes it. With
+`model.encoder.cache_embeddings` as well, training runs the frozen encoder
+once over every frame of the histories (`embed_frames`) and its updates
+read those D-wide outputs instead of the frames: the same model, without
+the conv net in every update.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -35,6 +40,7 @@ from algdist import config_lib, envs, files, metrics, model
 
 PARAMS_FILE = 'params.msgpack'
 META_FILE = 'meta.json'
+EMBED_FRAMES = 8192  # frames per call of `embed_frames`
 
 
 class PoseHead(nn.Module):
@@ -49,10 +55,11 @@ class PoseHead(nn.Module):
 
 
 def _inputs(config) -> dict:
-  """What the pretrained encoder depends on (its meta.json); not `freeze`,
-  which changes only what training does with it."""
+  """What the pretrained encoder depends on (its meta.json); not `freeze`
+  or `cache_embeddings`, which change only what training does with it."""
   encoder = config.model.encoder.to_dict()
   encoder.pop('freeze')
+  encoder.pop('cache_embeddings')
   return {
     'env': config.env.to_dict(),
     'model': {k: config.model[k] for k in ('d_model', 'conv_layers', 'dtype')},
@@ -82,6 +89,11 @@ def check(config) -> None:
     raise ValueError(
       'model.encoder.freeze=True with pretrain_steps=0 would freeze a '
       'random encoder; set pretrain_steps.'
+    )
+  if e.cache_embeddings and not e.freeze:
+    raise ValueError(
+      'model.encoder.cache_embeddings=True needs freeze=True: a learning '
+      "encoder's outputs change with every update."
     )
 
 
@@ -153,6 +165,28 @@ def encoder_params(config, workdir: str) -> dict | None:
       {'inputs': _json(_inputs(config)), **summary},
     )
   return jax.tree.map(np.asarray, params)
+
+
+def embed_frames(config, params: dict, dataset, progress: bool = True):
+  """`dataset` with each frame of its histories replaced by the obs
+  encoder's output under `params` ([H, T, D] float32), in host memory."""
+  cfg, _ = config_lib.model_config(config)
+  apply = jax.jit(lambda p, x: model.ObsEncoder(cfg).apply({'params': p}, x))
+  obs = dataset.history.obs  # [H, T, h, w, 3], memory-mapped
+  rows = max(1, EMBED_FRAMES // obs.shape[1])  # histories per call
+  out = np.empty(obs.shape[:2] + (cfg.d_model,), np.float32)
+  with metrics.progress(
+    len(obs), 0, progress, 'embed frames', 'history'
+  ) as bar:
+    for i in range(0, len(obs), rows):
+      x = np.asarray(obs[i : i + rows])
+      n = len(x)
+      if n < rows:  # one shape, one compile
+        x = np.concatenate([x, np.zeros((rows - n,) + x.shape[1:], x.dtype)])
+      out[i : i + n] = np.asarray(apply(params, x), np.float32)[:n]
+      bar(i + n, '')
+  history = dataset.history.replace(obs=out)
+  return dataclasses.replace(dataset, history=history)
 
 
 def _json(tree):

@@ -121,7 +121,17 @@ class Embedder(nn.Module):
     cfg = self.config
     dtype = cfg.compute_dtype
     embed = lambda rows, name: table(rows, cfg.d_model, dtype, name)
-    obs_BxLxD = ObsEncoder(cfg, name='obs')(steps.obs)
+    if cfg.obs_encoder == 'conv' and steps.obs.ndim == 3:
+      # [B, L, D]: the frozen encoder's outputs, computed once per frame
+      # before training (encoder.embed_frames), not frames.
+      if not cfg.freeze_encoder:
+        raise ValueError(
+          "Observations of shape [B, L, D] stand for a frozen encoder's "
+          "outputs; this model's encoder is not frozen."
+        )
+      obs_BxLxD = steps.obs.astype(dtype)
+    else:
+      obs_BxLxD = ObsEncoder(cfg, name='obs')(steps.obs)
     if cfg.freeze_encoder:  # and XLA drops the encoder's backward pass
       obs_BxLxD = jax.lax.stop_gradient(obs_BxLxD)
     # num_actions + 1 rows: the last is sequence.no_action(num_actions).

@@ -293,6 +293,10 @@ def train_and_evaluate(
       )
       logging.info('Resuming %s from update %d.', method, int(state.step))
     start = int(state.step)
+    cached = bool(config.model.encoder.cache_embeddings)
+    if cached:  # the frozen encoder once per frame, not in every update
+      dataset = encoder.embed_frames(config, pretrained, dataset, progress)
+      obs = jax.ShapeDtypeStruct((cfg.d_model,), jnp.float32)
     pipeline = input_pipeline.make_pipeline(
       config, dataset, method, cfg, obs, mesh, rules, start
     )
@@ -301,7 +305,9 @@ def train_and_evaluate(
     # XLA:CPU runs a conv net's update 7x slower inside a loop body than as
     # its own program (Watermaze 24x32: 1.87 s against 0.26 s per update):
     # conv models on CPU take one update per call.
-    loop_ok = cfg.obs_encoder != 'conv' or jax.default_backend() != 'cpu'
+    loop_ok = (
+      cfg.obs_encoder != 'conv' or cached or jax.default_backend() != 'cpu'
+    )
     if pipeline.sample is not None and loop_ok:
       # A chunk of updates per call, its batches gathered on the device:
       # no host round trip per update. A chunk never crosses a log step, so

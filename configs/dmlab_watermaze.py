@@ -9,6 +9,7 @@ Commands (from the repository root):
   python -m algdist.main --config configs/dmlab_watermaze.py:smoke \
       --workdir /tmp/wm
   python -m algdist.main --config configs/dmlab_watermaze.py:search
+  python -m algdist.main --config configs/dmlab_watermaze.py:dyna_q
   python -m algdist.main --config configs/dmlab_watermaze.py:paper  # accel.
 The default workdir is runs/dmlab_watermaze[-PRESET]; `--mode all` (the
 default) runs generate -> train (AD, then ED) -> eval -> report, skipping
@@ -16,13 +17,14 @@ finished stages.
 
 What differs from DeepMind Lab is in algdist/envs/watermaze.py's docstring.
 
-Presets: default (histories of Dyna-Q learners, an RL algorithm that starts
+Presets: default (histories of R-max learners, model-based RL that starts
 knowing nothing of the platform; a 2-core CPU, under 30 minutes),
-`search` (a scripted sweep-then-return search as the source), `dqn` (the
-paper's kind of source, DQN, at a CPU's scale: AD stays flat), `paper`
-(the paper's scale: DQN with 16 actors, about 4,000 histories of 72x96
-frames; for accelerators); `smoke`, `search_smoke` and `paper_smoke`:
-seconds, for tests.
+`search` (a scripted sweep-then-return search as the source), `dyna_q`
+(Dyna-Q over a fine discretised pose: AD stays flat), `dqn` (the paper's
+kind of source, DQN, at a CPU's scale: AD stays flat), `paper` (the
+paper's scale: DQN with 16 actors, about 4,000 histories of 72x96 frames;
+for accelerators); `smoke`, `search_smoke`, `dyna_q_smoke` and
+`paper_smoke`: seconds, for tests.
 
 The sources act from the agent's pose (its position and heading, read from
 the environment's state), and the encoder is pretrained to regress that
@@ -53,6 +55,8 @@ PRESETS = (
   'smoke',
   'search',
   'search_smoke',
+  'dyna_q',
+  'dyna_q_smoke',
   'dqn',
   'paper',
   'paper_smoke',
@@ -76,7 +80,8 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   config.env.overrides.image_height = 24
   config.env.overrides.image_width = 32
   # The source whose learning histories AD distils, with every setting of
-  # its Config (algdist/agents/dyna_q.py, pose_search.py); changed here:
+  # its Config (algdist/agents/rmax.py, pose_search.py, dyna_q.py);
+  # changed here:
   if preset.startswith('search'):
     # Sweeps the arena by its pose until a step pays, then walks back there
     # from every respawn; one step in five is a random slip, and the
@@ -90,17 +95,30 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
       imitate='planned',
     )
     config.histories.num_tasks = 64  # training platforms
-  else:
+  elif preset.startswith('dyna_q'):
     # Model-based RL over a discretised pose: visits per episode rise from
     # about 0.4 to 4-5 within 5 to 8 of its 16 episodes. Epsilon-greedy,
     # and the history asks for the greedy action (as the search above).
     # AD distilled from these histories stays flat at this scale (0.73
-    # visits over episodes 1-4, 0.56 over 13-16; RESULTS.md): the target
-    # issue 21 sets is met by `:search`, not yet by an RL learner.
+    # visits over episodes 1-4, 0.56 over 13-16; RESULTS.md).
     config.source = config_lib.source(
       'dyna_q', num_steps=800, epsilon=0.2, imitate='planned'
     )
     config.histories.num_tasks = 256  # training platforms, a learner each
+  else:
+    # R-max over a lattice of places: it learns where the arena pays from
+    # its own rewards, assumes a place it has not been to pays a little,
+    # and heads for the place worth most; visits per episode rise from
+    # about 0.3 to 4 within 4 to 6 episodes. Epsilon-greedy slips, and the
+    # history asks for the greedy action (as the search above).
+    config.source = config_lib.source(
+      'rmax',
+      num_actors=4,
+      num_steps=800,
+      epsilon=0.2,
+      imitate='planned',
+    )
+    config.histories.num_tasks = 64  # training platforms
   config.histories.learners_per_shard = 32
   # The paper's Dark Room model, 2 layers, behind a small conv net:
   # 24x32 -> 6x8x16 -> 3x4x32 -> Dense to 64. 150 steps of context span
@@ -114,7 +132,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   )
   config.data = config_lib.data(window_steps=300, validation_tasks=0.1)
   config.train = config_lib.train(
-    num_steps=2000 if preset.startswith('search') else 3000,
+    num_steps=3000 if preset.startswith('dyna_q') else 2000,
     batch_size=16,
     learning_rate=1e-3,
     warmup_steps=100,
@@ -128,7 +146,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   # better than sampling (3.70 visits against 2.72 at temperature 1; issue
   # 21). Held-out platforms played no part in the choice.
   config.evaluation.temperature = 0.0
-  if preset in ('smoke', 'search_smoke'):
+  if preset.endswith('smoke'):
     config.env.overrides.update(image_height=12, image_width=16)
     config.model.conv_layers = ((8, 4, 4),)  # 12x16 -> 3x4x8
     config.model.encoder.pretrain_steps = 20

@@ -40,7 +40,14 @@ EXTRA_PRESETS = {
   'dark_room_hard': ('ad_epsilon', 'coverage', 'ppo'),
   'dark_key_to_door': ('ad_epsilon', 'coverage', 'ppo'),
   'adversarial_bandit': ('ucb',),
-  'dmlab_watermaze': ('search', 'search_smoke', 'dqn', 'paper_smoke'),
+  'dmlab_watermaze': (
+    'search',
+    'search_smoke',
+    'dyna_q',
+    'dyna_q_smoke',
+    'dqn',
+    'paper_smoke',
+  ),
 }
 SECTIONS = (
   'env',

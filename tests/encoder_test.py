@@ -2,12 +2,13 @@
 workdir, and a frozen one stays exactly as pretrained in AD and ED."""
 
 import os
+import shutil
 
 import jax
 import numpy as np
 import pytest
 
-from algdist import checkpoints, encoder, main
+from algdist import checkpoints, encoder, main, train
 from configs import dark_room, dmlab_watermaze
 
 
@@ -66,3 +67,30 @@ def test_a_frozen_encoder_is_pretrained_once_and_shared_by_ad_and_ed(
   other = _search_smoke(pretrain_steps=21, freeze=True)
   encoder.encoder_params(other, str(tmp_path / 'other'))
   assert calls == [1, 1]
+
+
+def test_cached_embeddings_train_the_model_the_frames_train(tmp_path):
+  # The frozen encoder run once per frame before training gives the updates
+  # the inputs it would compute in each: the same losses and parameters.
+  frames = _search_smoke()
+  frames.train.update(num_steps=6, log_every=3, eval_every=3)
+  frames.data.validation_tasks = 0.5
+  cached = _search_smoke(cache_embeddings=True)
+  cached.train.update(frames.train.to_dict())
+  cached.data.validation_tasks = 0.5
+  workdirs = [str(tmp_path / name) for name in ('frames', 'cached')]
+  main.run(frames, workdirs[0], 'generate')
+  shutil.copytree(workdirs[0], workdirs[1])
+  results = [
+    train.train_and_evaluate(c, w, 'ad', progress=False)
+    for c, w in zip((frames, cached), workdirs, strict=True)
+  ]
+  for key in ('loss', 'val_loss', 'val_accuracy'):
+    np.testing.assert_allclose(results[0][key], results[1][key], rtol=1e-5)
+  params = [checkpoints.restore_params(frames, w, 'ad')[1] for w in workdirs]
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+    *params,
+  )
+  with pytest.raises(ValueError, match='cache_embeddings=True needs freeze'):
+    encoder.check(_search_smoke(cache_embeddings=True, freeze=False))

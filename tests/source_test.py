@@ -15,6 +15,7 @@ FAMILIES = (
   'dark_room_hard',
   'dark_key_to_door',
   'adversarial_bandit',
+  'dmlab_watermaze',
 )
 # Shorter runs and smaller networks than the presets' (same algorithm and
 # exploration settings otherwise): the check is about the first steps,
@@ -40,7 +41,7 @@ def _acts_on_the_task_before_a_reward(config, algorithm, settings) -> bool:
   _, history = jax.vmap(train, (None, 0))(key, tasks)
   # Two tasks whose first observations agree (where a family's start cell
   # depends on the task, e.g. never the key's cell, not every pair does).
-  first = np.asarray(history.obs)[:, ..., 0, :].reshape(8, -1)
+  first = np.asarray(history.obs)[:, :, 0].reshape(8, -1)  # [N, H, T, *O]
   same = [i for i in range(1, 8) if np.array_equal(first[0], first[i])]
   assert same, 'no two tasks start alike'
   runs = [jax.tree.map(lambda x, i=i: x[i], history) for i in (0, same[0])]
@@ -66,7 +67,7 @@ def test_default_source_acts_the_same_on_two_tasks_until_a_reward_differs(
 ):
   config = importlib.import_module(f'configs.{family}').get_config()
   algorithm = config.source.algorithm
-  assert algorithm not in ('noise_distillation', 'coverage'), (
+  assert algorithm not in ('noise_distillation', 'coverage', 'pose_search'), (
     f'{family}: the default preset must distil an RL learner, not {algorithm}'
   )
   settings = config.source.config.to_dict()

@@ -29,6 +29,7 @@ _ALGORITHMS = {
   'coverage': 'coverage',
   'pose_search': 'pose_search',
   'dyna_q': 'dyna_q',
+  'rmax': 'rmax',
 }
 
 

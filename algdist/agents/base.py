@@ -100,6 +100,17 @@ def step_actors(env, params, key: jax.Array, actors: Actors, action):
   return Actors(env_state=env_state, obs=next_obs, episode_start=done), step
 
 
+def require_env(env, env_class: type, learner: str) -> None:
+  """Raises ValueError unless `env` is an `env_class`: for a learner that
+  reads that env's state (e.g. the agent's pose), which other envs lack."""
+  if not isinstance(env, env_class):
+    wanted = env_class.__name__
+    raise ValueError(
+      f'The {learner} learner acts from the state of {wanted} and needs the '
+      f'{wanted.lower()} env; got {type(env).__name__}.'
+    )
+
+
 # What a history asks the model to imitate (a learner's `imitate` setting):
 # the action taken, or the one the learner planned where a slip replaced it.
 IMITATE = ('taken', 'planned')

@@ -186,11 +186,7 @@ def make_train(config: Config, env):
   num_steps, ...].
   """
   validate(config)
-  if not isinstance(env, watermaze.Watermaze):
-    raise ValueError(
-      'The dyna_q learner acts from the agent pose of Watermaze and needs '
-      f'the watermaze env; got {type(env).__name__}.'
-    )
+  base.require_env(env, watermaze.Watermaze, 'dyna_q')
   num_actors = config.num_actors
   num_actions = len(watermaze.ACTIONS)
 

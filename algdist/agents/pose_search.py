@@ -148,11 +148,7 @@ def make_train(config: Config, env):
   num_steps, ...].
   """
   validate(config)
-  if not isinstance(env, watermaze.Watermaze):
-    raise ValueError(
-      'The pose_search learner steers by the agent pose of Watermaze and '
-      f'needs the watermaze env; got {type(env).__name__}.'
-    )
+  base.require_env(env, watermaze.Watermaze, 'pose_search')
   num_actors = config.num_actors
 
   def train(key, task_params):
