@@ -31,18 +31,24 @@ the environment's state), and the encoder is pretrained to regress that
 pose from one frame (algdist/encoder.py): both are training signals only.
 AD and ED see nothing but the frames, their actions and rewards.
 
-Why not DQN by default: AD needs the improvement to be visible inside its
+Why R-max by default: AD needs the improvement to be visible inside its
 context of three episodes. DQN's histories gain about 0.01 platform visits
-across 150 steps, and AD distilled from them stays flat (RESULTS.md);
-Dyna-Q's go from about 0.4 visits to 5 within 5 to 8 episodes.
+across 150 steps, and AD distilled from them stays flat; Dyna-Q's rise
+within 5 to 8 episodes, but its choices depend on a fine pose lattice's
+table, mostly from episodes older than the context, and AD stays flat too.
+R-max over 45 places rises as fast, and what it does next follows from
+where it stands and what the last few episodes showed (RESULTS.md).
 
 Expected (2-core CPU, Python 3.12, JAX 0.11.2, measured; RESULTS.md),
 platform visits per episode on 32 held-out platforms x 4 seeds, mean of
 episodes 1-4 -> 13-16 with the 95% interval of the rise:
-default: 13 minutes for every stage; Dyna-Q from scratch 1.63 -> 4.33,
-AD 0.73 -> 0.56 (-0.16 [-0.41, +0.09]): flat, the issue's target missed.
-`:search`: 12.5 minutes; the search 2.14 -> 4.14, AD 1.12 -> 2.37 (+1.25
-[+0.90, +1.59]), ED 0.57 -> 0.92, random 0.18 -> 0.21.
+default: 16 minutes for every stage; R-max from scratch 2.02 -> 4.08,
+AD 1.40 -> 3.12 (+1.72 [+1.34, +2.10]), ED 0.71 -> 0.71, random 0.18 ->
+0.21.
+`:search`: 12.5 minutes (before encoder outputs were cached, which
+computes the same model faster); the search 2.14 -> 4.14, AD 1.12 -> 2.37 (+1.25
+[+0.90, +1.59]), ED 0.57 -> 0.92.
+`:dyna_q`: 13 minutes; AD flat (0.73 -> 0.56).
 `:dqn`: 30 minutes; AD flat (0.24 -> 0.23 with 8 platforms).
 """
 
