@@ -191,19 +191,15 @@ class _Stage:
     run = lambda k, t: fn(k, params, t)
     return _over_splits(run, self.keys, self.splits, self.mesh)
 
-  def gif(self, method: str, policy, params) -> None:
-    """On image observations, a GIF of `policy`'s first held-out rollout
-    (WORKDIR/eval/<method>_test.gif; process 0)."""
+  def gif(self, method: str, write: Callable, **kwargs) -> None:
+    """On image observations, a GIF of the method's first held-out rollout
+    (WORKDIR/eval/<method>_test.gif; process 0): `write` is one of
+    video.write_rollout_gif (a policy) or write_learner_gif (a learner)."""
     image = len(self.env.observation_space(self.env_params).shape) == 3
     if image and 'test' in self.splits and jax.process_index() == 0:
-      video.write_rollout_gif(
-        self.env,
-        policy,
-        params,
-        jax.tree.map(lambda x: x[0], self.splits['test']),
-        self.keys['test'][0, 0],
-        os.path.join(self.workdir, 'eval', f'{method}_test.gif'),
-      )
+      task = jax.tree.map(lambda x: x[0], self.splits['test'])
+      path = os.path.join(self.workdir, 'eval', f'{method}_test.gif')
+      write(self.env, task, self.keys['test'][0, 0], path, **kwargs)
 
 
 def _model_returns(stage: _Stage, method: str):
@@ -220,7 +216,7 @@ def _model_returns(stage: _Stage, method: str):
       stage.env, policy, e.num_episodes, stage.env_params
     )
   returns = stage.policy_returns(stage.model_fns[cfg], params)
-  stage.gif(method, policy, params)
+  stage.gif(method, video.write_rollout_gif, policy=policy, params=params)
   return returns, {'episodes_of_experience_per_episode': 1, **extra}
 
 
@@ -232,7 +228,7 @@ def _random_returns(stage: _Stage, method: str):
   )
   extra = {'episodes_of_experience_per_episode': 1}
   returns = stage.policy_returns(fn, None)
-  stage.gif(method, policy, None)
+  stage.gif(method, video.write_rollout_gif, policy=policy, params=None)
   return returns, extra
 
 
@@ -244,6 +240,7 @@ def _learner_returns(stage: _Stage, method: str):
   fn, num_actors = make_source_returns_fn(learner, stage.env, stage.env_params)
   per_call = config.histories.learners_per_shard  # learners, per device
   returns = _over_splits(fn, stage.keys, stage.splits, stage.mesh, per_call)
+  stage.gif(method, video.write_learner_gif, learner=learner)
   return returns, {
     'algorithm': learner.algorithm,
     # Each point on the episode axis is one episode of one actor's stream,

@@ -3,11 +3,14 @@
 `write_rollout_gif` runs the frozen model on one task and writes a GIF
 whose frames show what the model saw (scaled up), the env's top-down map
 with the path of the current episode, and a caption with the episode and
-its return so far.
+its return so far. `write_learner_gif` does the same for a source learner
+learning from scratch, where the learner can keep its env states.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import os
 
@@ -15,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from algdist import rollout
+from algdist import agents, rollout
 
 CAPTION_HEIGHT = 14  # pixels of the caption bar under each frame
 
@@ -97,7 +100,7 @@ def top_down_frames(env, env_state_T, episode_start_T, task) -> np.ndarray:
 
 
 def write_rollout_gif(
-  env, policy, params, task, key, path: str, num_episodes: int = 2
+  env, task, key, path: str, policy, params, num_episodes: int = 2
 ) -> str | None:
   """A GIF of one rollout of `policy` (a rollout.Policy: the model's, or
   random) on one task of a pixel env: the agent's view, the env's top-down
@@ -107,12 +110,37 @@ def write_rollout_gif(
   num_steps = num_episodes * rollout.episode_length(task)
   run = rollout.make_policy_rollout(env, policy, num_steps, record=True)
   out = jax.device_get(jax.jit(run)(key, params, task))
+  return _gif(env, task, path, out.obs, out.env_state, out)
+
+
+def write_learner_gif(
+  env, task, key, path: str, learner, num_episodes: int = 2
+) -> str | None:
+  """A GIF of the first episodes of a source learner (a config section:
+  `algorithm` and `config`) learning from scratch on one task, its actor
+  0's stream, as `write_rollout_gif` draws a policy's. Only a learner whose
+  train can keep its env states (`record_state`: the pose learners of
+  Watermaze) has one; others return None (logged)."""
+  config, make_train = agents.get(learner.algorithm, **learner.config.to_dict())
+  train = make_train(config, env)
+  if 'record_state' not in inspect.signature(train).parameters:
+    logging.info('%s keeps no env states: no GIF.', learner.algorithm)
+    return None
+  _, history = jax.jit(functools.partial(train, record_state=True))(key, task)
+  num_steps = num_episodes * rollout.episode_length(task)
+  out = jax.device_get(jax.tree.map(lambda x: x[0, :num_steps], history))
+  return _gif(env, task, path, out.obs, out.state, out)
+
+
+def _gif(env, task, path: str, obs_T, env_state_T, history) -> str | None:
+  """The GIF of a recorded stream: views, the map where the env draws
+  one (gymnax envs do not), captions from its rewards and starts."""
   top_down = None
-  if getattr(env, 'render_top_down', None) is not None:  # gymnax: none
-    top_down = top_down_frames(env, out.env_state, out.episode_start, task)
+  if getattr(env, 'render_top_down', None) is not None:
+    top_down = top_down_frames(env, env_state_T, history.episode_start, task)
   return rollout_gif(
     path,
-    np.asarray(out.obs),
+    np.asarray(obs_T),
     top_down,
-    captions(out.reward, out.episode_start),
+    captions(history.reward, history.episode_start),
   )

@@ -264,7 +264,10 @@ def check_smoke_results(name: str, config, workdir: str) -> None:
     steps = os.listdir(os.path.join(workdir, 'checkpoints', method))
     assert str(train.train_section(config, method).num_steps) in steps, method
   if name == 'dmlab_watermaze':  # pixels: rollouts as GIFs too
-    for method in ('ad', 'ed', 'random'):
+    methods = ['ad', 'ed', 'random']
+    if config.source.algorithm != 'dqn':  # a pose learner keeps its states
+      methods.append('source')
+    for method in methods:
       assert os.path.exists(os.path.join(workdir, 'eval', f'{method}_test.gif'))
 
 

@@ -3,11 +3,12 @@ episode's path on the map, and the caption under both."""
 
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from algdist import envs, video
+from algdist import config_lib, envs, video
 from algdist.envs import watermaze
 
 
@@ -65,3 +66,20 @@ def test_the_map_draws_the_current_episodes_path_only():
   assert yellow(last)[row - 2 : row + 3, column(0.5)].any()
   assert not yellow(last)[:, : column(-0.3)].any()  # episode 1's path gone
   assert yellow(frames[2])[row - 2 : row + 3, column(-0.5)].any()
+
+
+def test_a_pose_learner_has_a_gif_and_a_learner_without_states_none(tmp_path):
+  imageio = pytest.importorskip('imageio')
+  env, params = envs.make('watermaze', image_height=12, image_width=16)
+  task = jax.tree.map(lambda x: x[0], env.tasks(params, 'test', num=1))
+  learner = config_lib.source('rmax', num_steps=150, num_actors=2)
+  path = str(tmp_path / 'source.gif')
+  assert video.write_learner_gif(env, task, jax.random.key(0), path, learner)
+  frames = imageio.mimread(path)
+  assert len(frames) == 100  # two episodes of actor 0
+  assert frames[0].shape[1] > 96  # the map beside the view
+  dqn = config_lib.source('dqn', num_steps=50)
+  other = str(tmp_path / 'dqn.gif')
+  assert (
+    video.write_learner_gif(env, task, jax.random.key(0), other, dqn) is None
+  )

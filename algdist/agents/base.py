@@ -31,6 +31,10 @@ class History:
   # the model learns to recover from a slip without learning to slip: see
   # coverage.Config.imitate); None: imitate `action`.
   target: jax.Array | None = None
+  # [..., T] leaves: the env state each obs was rendered from, kept by a
+  # learner that acts from it when its train is called with record_state
+  # (rollout videos of the source; never in datasets); else None.
+  state: object | None = None
 
 
 @struct.dataclass
@@ -129,9 +133,10 @@ def slip(key_explore, key_random, planned, epsilon: float, num_actions: int):
   return jnp.where(explore, random, planned)
 
 
-def record(step: Step, planned, imitate: str) -> History:
-  """The history of `step`, asking for `planned` where `imitate` says so."""
-  history = step.history()
+def record(step: Step, planned, imitate: str, state=None) -> History:
+  """The history of `step`, asking for `planned` where `imitate` says so,
+  with the env `state` its obs was rendered from when one is given."""
+  history = step.history().replace(state=state)
   return history.replace(target=planned) if imitate == 'planned' else history
 
 

@@ -190,7 +190,8 @@ def make_train(config: Config, env):
   num_actors = config.num_actors
   num_actions = len(watermaze.ACTIONS)
 
-  def train(key, task_params):
+  def train(key, task_params, record_state: bool = False):
+    # record_state: the history keeps each step's env state (videos).
     index = lambda pos, heading: state_index(pos, heading, config, task_params)
 
     def act(model, state, key):
@@ -224,7 +225,9 @@ def make_train(config: Config, env):
         model, state, action, new_state, new_cell, step.reward
       )
       planned = greedy.astype(jnp.int32)
-      return (model, actors), base.record(step, planned, config.imitate)
+      return (model, actors), base.record(
+        step, planned, config.imitate, env_state if record_state else None
+      )
 
     key_reset, key_scan = jax.random.split(key)
     actors = base.reset_actors(env, task_params, key_reset, num_actors)

@@ -151,7 +151,8 @@ def make_train(config: Config, env):
   base.require_env(env, watermaze.Watermaze, 'pose_search')
   num_actors = config.num_actors
 
-  def train(key, task_params):
+  def train(key, task_params, record_state: bool = False):
+    # record_state: the history keeps each step's env state (videos).
     points = jnp.asarray(sweep_points(config.spacing, task_params))
 
     def _search_step(carry, key_t):
@@ -173,7 +174,9 @@ def make_train(config: Config, env):
       memory = jax.vmap(remember, (0, 0, 0, None, None))(
         memory, new_pos, step.reward, points, config.pass_radius
       )
-      return (memory, actors), base.record(step, planned, config.imitate)
+      return (memory, actors), base.record(
+        step, planned, config.imitate, state if record_state else None
+      )
 
     key_reset, key_scan = jax.random.split(key)
     actors = base.reset_actors(env, task_params, key_reset, num_actors)

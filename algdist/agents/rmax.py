@@ -157,7 +157,8 @@ def make_train(config: Config, env):
   base.require_env(env, watermaze.Watermaze, 'rmax')
   num_actors = config.num_actors
 
-  def train(key, task_params):
+  def train(key, task_params, record_state: bool = False):
+    # record_state: the history keeps each step's env state (videos).
     points = jnp.asarray(pose_search.sweep_points(config.spacing, task_params))
     step_size = task_params.step_size
     greedy_action = jax.vmap(
@@ -183,7 +184,9 @@ def make_train(config: Config, env):
       model = jax.vmap(learn, (0, 0, 0, None))(
         model, new_pos, step.reward, points
       )
-      return (model, actors), base.record(step, planned, config.imitate)
+      return (model, actors), base.record(
+        step, planned, config.imitate, state if record_state else None
+      )
 
     key_reset, key_scan = jax.random.split(key)
     actors = base.reset_actors(env, task_params, key_reset, num_actors)
