@@ -87,8 +87,13 @@ def rollout_gif(
 def top_down_frames(env, env_state_T, episode_start_T, task) -> np.ndarray:
   """[T, S, S, 3] the env's top-down map at each step, with the path of the
   current episode so far."""
-  env_state_T = jax.tree.map(jnp.asarray, env_state_T)  # indexed in jit
-  episode_T = jnp.cumsum(jnp.asarray(episode_start_T))
+  return np.asarray(_top_down(env, env_state_T, episode_start_T, task))
+
+
+# Jitted once per env and shapes: every GIF of an evaluation shares it.
+@functools.partial(jax.jit, static_argnums=0)
+def _top_down(env, env_state_T, episode_start_T, task):
+  episode_T = jnp.cumsum(episode_start_T)
   steps = jnp.arange(episode_T.shape[0])
 
   def draw(t):
@@ -96,7 +101,7 @@ def top_down_frames(env, env_state_T, episode_start_T, task) -> np.ndarray:
     shown = (episode_T == episode_T[t]) & (steps <= t)
     return env.render_top_down(state, task, trail=(env_state_T, shown))
 
-  return np.asarray(jax.jit(jax.vmap(draw))(steps))
+  return jax.vmap(draw)(steps)
 
 
 def write_rollout_gif(
