@@ -171,7 +171,6 @@ def embed_frames(config, params: dict, dataset, progress: bool = True):
   """`dataset` with each frame of its histories replaced by the obs
   encoder's output under `params` ([H, T, D] float32), in host memory."""
   cfg, _ = config_lib.model_config(config)
-  apply = jax.jit(lambda p, x: model.ObsEncoder(cfg).apply({'params': p}, x))
   obs = dataset.history.obs  # [H, T, h, w, 3], memory-mapped
   rows = max(1, EMBED_FRAMES // obs.shape[1])  # histories per call
   out = np.empty(obs.shape[:2] + (cfg.d_model,), np.float32)
@@ -183,10 +182,16 @@ def embed_frames(config, params: dict, dataset, progress: bool = True):
       n = len(x)
       if n < rows:  # one shape, one compile
         x = np.concatenate([x, np.zeros((rows - n,) + x.shape[1:], x.dtype)])
-      out[i : i + n] = np.asarray(apply(params, x), np.float32)[:n]
+      out[i : i + n] = np.asarray(_encode(cfg, params, x), np.float32)[:n]
       bar(i + n, '')
   history = dataset.history.replace(obs=out)
   return dataclasses.replace(dataset, history=history)
+
+
+# Compiled once per model config: AD and ED embed the same frames alike.
+@functools.partial(jax.jit, static_argnums=0)
+def _encode(cfg: model.ModelConfig, params, frames):
+  return model.ObsEncoder(cfg).apply({'params': params}, frames)
 
 
 def _json(tree):

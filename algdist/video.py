@@ -10,7 +10,6 @@ learning from scratch, where the learner can keep its env states.
 from __future__ import annotations
 
 import functools
-import inspect
 import logging
 import os
 
@@ -115,7 +114,7 @@ def write_rollout_gif(
   num_steps = num_episodes * rollout.episode_length(task)
   run = rollout.make_policy_rollout(env, policy, num_steps, record=True)
   out = jax.device_get(jax.jit(run)(key, params, task))
-  return _gif(env, task, path, out.obs, out.env_state, out)
+  return _gif(env, task, path, out, out.env_state)
 
 
 def write_learner_gif(
@@ -125,27 +124,28 @@ def write_learner_gif(
   `algorithm` and `config`) learning from scratch on one task, its actor
   0's stream, as `write_rollout_gif` draws a policy's. Only a learner whose
   train can keep its env states (`record_state`: the pose learners of
-  Watermaze) has one; others return None (logged)."""
-  config, make_train = agents.get(learner.algorithm, **learner.config.to_dict())
-  train = make_train(config, env)
-  if 'record_state' not in inspect.signature(train).parameters:
+  Watermaze, `agents.records_state`) has one; others return None
+  (logged)."""
+  if not agents.records_state(learner.algorithm):
     logging.info('%s keeps no env states: no GIF.', learner.algorithm)
     return None
-  _, history = jax.jit(functools.partial(train, record_state=True))(key, task)
+  config, make_train = agents.get(learner.algorithm, **learner.config.to_dict())
+  train = functools.partial(make_train(config, env), record_state=True)
+  _, history = jax.jit(train)(key, task)
   num_steps = num_episodes * rollout.episode_length(task)
   out = jax.device_get(jax.tree.map(lambda x: x[0, :num_steps], history))
-  return _gif(env, task, path, out.obs, out.state, out)
+  return _gif(env, task, path, out, out.state)
 
 
-def _gif(env, task, path: str, obs_T, env_state_T, history) -> str | None:
-  """The GIF of a recorded stream: views, the map where the env draws
-  one (gymnax envs do not), captions from its rewards and starts."""
+def _gif(env, task, path: str, stream, env_state_T) -> str | None:
+  """The GIF of a recorded stream (obs, reward, episode_start [T]):
+  views, the map where the env draws one (gymnax envs do not), captions."""
   top_down = None
   if getattr(env, 'render_top_down', None) is not None:
-    top_down = top_down_frames(env, env_state_T, history.episode_start, task)
+    top_down = top_down_frames(env, env_state_T, stream.episode_start, task)
   return rollout_gif(
     path,
-    np.asarray(obs_T),
+    np.asarray(stream.obs),
     top_down,
-    captions(history.reward, history.episode_start),
+    captions(stream.reward, stream.episode_start),
   )

@@ -1,6 +1,7 @@
 """Rollout GIFs: the agent's view scaled beside the top-down map, the
 episode's path on the map, and the caption under both."""
 
+import inspect
 import math
 
 import jax
@@ -8,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from algdist import config_lib, envs, video
+from algdist import agents, config_lib, envs, video
 from algdist.envs import watermaze
 
 
@@ -83,3 +84,13 @@ def test_a_pose_learner_has_a_gif_and_a_learner_without_states_none(tmp_path):
   assert (
     video.write_learner_gif(env, task, jax.random.key(0), other, dqn) is None
   )
+
+
+def test_the_learners_that_say_they_keep_states_take_record_state():
+  env = envs.make('watermaze')[0]
+  keeping = [n for n in agents.names() if agents.records_state(n)]
+  assert sorted(keeping) == ['dyna_q', 'pose_search', 'rmax']
+  for name in keeping:
+    config, make_train = agents.get(name)
+    parameters = inspect.signature(make_train(config, env)).parameters
+    assert 'record_state' in parameters, name

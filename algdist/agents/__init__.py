@@ -41,8 +41,18 @@ def pools_actors(name: str) -> bool:
   """Whether algorithm `name`'s actors pool their experience (one stream's
   episode cost num_actors episodes of it); False for a module whose actors
   each learn alone (`POOLS_ACTORS = False`)."""
-  module = importlib.import_module(f'algdist.agents.{_ALGORITHMS[name]}')
-  return getattr(module, 'POOLS_ACTORS', True)
+  return getattr(_module(name), 'POOLS_ACTORS', True)
+
+
+def records_state(name: str) -> bool:
+  """Whether algorithm `name`'s train takes `record_state=True` and then
+  keeps each step's env state in History.state (`RECORDS_STATE = True`:
+  the learners that act from it)."""
+  return getattr(_module(name), 'RECORDS_STATE', False)
+
+
+def _module(name: str):
+  return importlib.import_module(f'algdist.agents.{_ALGORITHMS[name]}')
 
 
 def get(name: str, **config):
@@ -54,7 +64,7 @@ def get(name: str, **config):
     raise ValueError(
       f"Unknown source algorithm '{name}'. Known: {', '.join(names())}."
     )
-  module = importlib.import_module(f'algdist.agents.{_ALGORITHMS[name]}')
+  module = _module(name)
   default = module.CONFIGS[name]
   fields = {f.name for f in dataclasses.fields(default)}
   unknown = sorted(set(config) - fields)

@@ -72,6 +72,7 @@ CONFIGS = {'dyna_q': Config()}
 # Each actor keeps its own memory: a stream's episode is one episode of
 # experience, however many actors run beside it (algdist.agents).
 POOLS_ACTORS = False
+RECORDS_STATE = True  # train(..., record_state=True) keeps its env states
 TIE_BREAKS = ('random', 'forward')
 # Preference level of each action under tie_break='forward' (watermaze
 # ACTIONS order): forward, then move and turn, then turn, then the rest.

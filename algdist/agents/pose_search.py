@@ -61,6 +61,7 @@ CONFIGS = {'pose_search': Config()}
 # Each actor keeps its own memory: a stream's episode is one episode of
 # experience, however many actors run beside it (algdist.agents).
 POOLS_ACTORS = False
+RECORDS_STATE = True  # train(..., record_state=True) keeps its env states
 
 
 @struct.dataclass

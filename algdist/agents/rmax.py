@@ -68,6 +68,7 @@ CONFIGS = {'rmax': Config()}
 # Each actor keeps its own model: a stream's episode is one episode of
 # experience, however many actors run beside it (algdist.agents).
 POOLS_ACTORS = False
+RECORDS_STATE = True  # train(..., record_state=True) keeps its env states
 
 
 @struct.dataclass
@@ -190,7 +191,7 @@ def make_train(config: Config, env):
 
     key_reset, key_scan = jax.random.split(key)
     actors = base.reset_actors(env, task_params, key_reset, num_actors)
-    num_places = pose_search.sweep_points(config.spacing, task_params).shape[0]
+    num_places = points.shape[0]
     model = Model(
       arrivals=jnp.zeros((num_actors, num_places), jnp.float32),
       pays=jnp.zeros((num_actors, num_places), jnp.float32),
